@@ -1,0 +1,344 @@
+"""The wire contract between board, farmhands, scripts and the dashboard.
+
+Every JSON body that crosses HTTP is one of these msgspec structs, defined once here and imported
+by both sides. This module pulls in nothing heavy (stdlib + msgspec + the timeline spec), so a
+farmhand installs without the board's server dependencies.
+
+Times on the wire are ISO 8601 UTC datetimes. Ids are strings.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+from timeline.spec import Codec, Compilation
+
+API = "/api/v1"
+
+# Headers of the farmhand's job calls that carry no JSON body (uploads, media downloads).
+LEASE_HEADER = "X-Lease-Token"
+UPLOAD_SHA256_HEADER = "X-Upload-Sha256"
+UPLOAD_SIZE_HEADER = "X-Upload-Size"
+
+Role = Literal["admin", "submitter", "farmhand"]
+JobState = Literal["queued", "claimed", "running", "succeeded", "failed", "cancelled"]
+ACTIVE_STATES: tuple[str, ...] = ("claimed", "running")
+FINAL_STATES: tuple[str, ...] = ("succeeded", "failed", "cancelled")
+JOB_STATES: tuple[str, ...] = ("queued", "claimed", "running", *FINAL_STATES)
+EncoderPolicy = Literal["gpu", "cpu", "any"]
+Name = Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")]
+Fraction = Annotated[float, Meta(ge=0, le=1)]
+ShortText = Annotated[str, Meta(max_length=2000)]
+LongText = Annotated[str, Meta(max_length=20_000)]
+Token = Annotated[str, Meta(min_length=1, max_length=200)]
+
+
+class WireStruct(Struct, forbid_unknown_fields=False, omit_defaults=False):
+    """Base of every wire struct: unknown fields from newer peers are ignored, not refused."""
+
+
+# ---------------------------------------------------------------- capabilities and requirements
+
+
+class Gpu(WireStruct):
+    name: Annotated[str, Meta(max_length=200)]
+    memory_mb: Annotated[int, Meta(ge=0)] = 0
+
+
+class Capabilities(WireStruct):
+    """What a farmhand verified it can do (DESIGN.md "Capabilities and matching")."""
+
+    encoders: Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=64)] = []
+    gpus: Annotated[list[Gpu], Meta(max_length=16)] = []
+    cores: Annotated[int, Meta(ge=0, le=4096)] = 1
+    memory_mb: Annotated[int, Meta(ge=0)] = 0
+    disk_free_mb: Annotated[int, Meta(ge=0)] = 0
+    ffmpeg_version: Annotated[str, Meta(max_length=200)] = ""
+    tags: Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=64)] = []
+    slots: Annotated[int, Meta(ge=1, le=64)] = 1
+
+
+class Requirements(WireStruct):
+    """What a job needs from a farmhand. ``codec`` defaults to the output codec."""
+
+    codec: Codec | None = None
+    encoder: EncoderPolicy = "any"
+    tags: Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=32)] = []
+    min_gpu_memory_mb: Annotated[int, Meta(ge=0, le=1_000_000)] = 0
+
+
+# ---------------------------------------------------------------- submitters
+
+
+class SubmitJob(WireStruct, forbid_unknown_fields=True):
+    """``POST /api/v1/jobs`` body."""
+
+    compilation: Compilation
+    priority: Annotated[int, Meta(ge=-1000, le=1000)] = 0
+    idempotency_key: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    requirements: Requirements | None = None
+    max_attempts: Annotated[int, Meta(ge=1, le=20)] = 3
+
+
+class SubmitBatch(WireStruct, forbid_unknown_fields=True):
+    """``POST /api/v1/jobs/batch`` body: many jobs, each answered on its own."""
+
+    jobs: Annotated[list[SubmitJob], Meta(min_length=1, max_length=500)]
+
+
+class OutputInfo(WireStruct):
+    size: int
+    sha256: str
+    duration_s: float
+    width: int = 0
+    height: int = 0
+    url: str = ""
+    thumbnail_url: str | None = None
+
+
+class JobView(WireStruct):
+    """A job as submitters and the dashboard see it."""
+
+    id: str
+    title: str
+    state: JobState
+    priority: int
+    submitter: str
+    created_at: datetime
+    updated_at: datetime
+    requirements: Requirements
+    attempts: int
+    max_attempts: int
+    stage: str | None = None
+    progress: float = 0.0
+    eta_s: float | None = None
+    farmhand: str | None = None
+    encoder: str | None = None
+    error: str | None = None
+    idempotency_key: str | None = None
+    not_before: datetime | None = None
+    claimed_at: datetime | None = None
+    finished_at: datetime | None = None
+    estimate_s: float | None = None
+    output: OutputInfo | None = None
+
+
+class JobPage(WireStruct):
+    items: list[JobView]
+    total: int
+    limit: int
+    offset: int
+
+
+class BatchItem(WireStruct):
+    """One answer of a batch submit: ``status`` is the HTTP status the single submit would give."""
+
+    index: int
+    status: int
+    job: JobView | None = None
+    error: str | None = None
+
+
+class BatchResult(WireStruct):
+    items: list[BatchItem]
+    created: int
+    existing: int
+    rejected: int
+
+
+class JobEvent(WireStruct):
+    at: datetime
+    from_state: str | None
+    to_state: str
+    farmhand: str | None = None
+    message: str = ""
+
+
+class AttemptView(WireStruct):
+    number: int
+    farmhand: str | None
+    started_at: datetime
+    ended_at: datetime | None = None
+    outcome: str | None = None
+    encoder: str | None = None
+    error: str | None = None
+    stderr_tail: str | None = None
+
+
+class MediaView(WireStruct):
+    """An uploaded piece of media, probed at upload."""
+
+    id: str
+    sha256: str
+    size: int
+    filename: str
+    created_at: datetime
+    duration_s: float | None = None
+    width: int | None = None
+    height: int | None = None
+    has_video: bool = False
+    has_audio: bool = False
+    image: bool = False
+    url: str = ""
+
+
+# ---------------------------------------------------------------- farmhands
+
+
+class ClaimRequest(WireStruct):
+    """``POST /api/v1/farmhand/claim``: ask for one job; waits up to ``wait_s`` for one."""
+
+    farmhand: Name
+    capabilities: Capabilities
+    wait_s: Annotated[float, Meta(ge=0, le=30)] = 0.0
+    running: Annotated[list[str], Meta(max_length=64)] = []  # job ids this farmhand still holds
+
+
+class Claim(WireStruct):
+    job_id: str
+    lease_token: str
+    lease_expires_at: datetime
+    heartbeat_interval_s: float
+
+
+class Heartbeat(WireStruct):
+    lease_token: Token
+    stage: Annotated[str, Meta(max_length=100)] = "rendering"
+    progress: Fraction = 0.0
+    fps: Annotated[float, Meta(ge=0)] | None = None
+    speed: Annotated[float, Meta(ge=0)] | None = None
+    eta_s: Annotated[float, Meta(ge=0)] | None = None
+    message: ShortText | None = None
+
+
+class HeartbeatReply(WireStruct):
+    lease_expires_at: datetime
+    cancel: bool = False
+
+
+class Complete(WireStruct):
+    lease_token: Token
+    encoder: Annotated[str, Meta(max_length=64)] = ""
+    render_s: Annotated[float, Meta(ge=0)] | None = None
+    stderr_tail: LongText = ""
+
+
+class Fail(WireStruct):
+    lease_token: Token
+    error: Annotated[str, Meta(min_length=1, max_length=5000)]
+    retryable: bool = True
+    encoder: Annotated[str, Meta(max_length=64)] = ""
+    stderr_tail: LongText = ""
+
+
+class Release(WireStruct):
+    """Give a job back untouched (farmhand shutting down): requeued at once, no attempt counted."""
+
+    lease_token: Token
+    reason: ShortText = "farmhand shutting down"
+
+
+class FarmhandStatus(WireStruct):
+    """``POST /api/v1/farmhand/status``: a farmhand says it is alive, and why it is not claiming."""
+
+    farmhand: Name
+    paused: bool = False
+    reason: ShortText = ""
+    capabilities: Capabilities | None = None
+
+
+class FarmhandStatusReply(WireStruct):
+    """The board's view of the farmhand: ``state`` set by an admin (active, paused, draining,
+    quarantined, revoked) and why."""
+
+    state: str
+    reason: str = ""
+
+
+class MediaRef(WireStruct):
+    """A board media file as a farmhand downloads it."""
+
+    id: str
+    url: str  # path on the board, e.g. /api/v1/media/{id}/content
+    size: int
+    sha256: str
+    filename: str
+
+
+class JobContext(WireStruct):
+    """``GET /api/v1/farmhand/jobs/{id}/context``: everything needed to render, in one call.
+
+    ``compilation`` has the submitter's limits applied (resolution, fps, clip count, forced
+    watermark). Every ``{"media": id}`` source in it is described in ``media``; ``{"url": ...}``
+    sources are fetched by the farmhand itself.
+    """
+
+    job_id: str
+    title: str
+    compilation: Compilation
+    requirements: Requirements
+    media: dict[str, MediaRef]
+    output_url: str  # where to PUT the rendered file
+    thumbnail_url: str
+    attempt: int
+    heartbeat_interval_s: float
+    limits_applied: list[str] = []
+
+
+class UploadStatus(WireStruct):
+    """Answer to an output upload (``PUT``) or its status (``GET``): resume from ``received``."""
+
+    received: int
+    size: int | None = None
+    complete: bool = False
+
+
+class FarmhandView(WireStruct):
+    name: str
+    state: str
+    online: bool
+    reason: str = ""
+    paused_by_owner: bool = False
+    owner_reason: str = ""
+    last_seen_at: datetime | None = None
+    capabilities: Capabilities | None = None
+    current_jobs: list[str] = []
+    consecutive_failures: int = 0
+    jobs_done: int = 0
+
+
+class FarmhandAction(WireStruct):
+    reason: ShortText = ""
+
+
+class Limits(WireStruct):
+    """A submitter's limits; ``None`` means no limit."""
+
+    max_width: Annotated[int, Meta(ge=64)] | None = None
+    max_height: Annotated[int, Meta(ge=64)] | None = None
+    max_fps: Annotated[float, Meta(ge=1)] | None = None
+    max_clips: Annotated[int, Meta(ge=1)] | None = None
+    forced_watermark: str | None = None  # media id laid over every job of this submitter
+    monthly_render_seconds: Annotated[float, Meta(ge=0)] | None = None
+    storage_quota_bytes: Annotated[int, Meta(ge=0)] | None = None
+
+
+class SubmitterView(WireStruct):
+    name: str
+    limits: Limits
+    render_seconds_this_month: float = 0.0
+    storage_bytes: int = 0
+
+
+def encode(obj: object) -> bytes:
+    """JSON-encode a wire struct."""
+    return msgspec.json.encode(obj)
+
+
+def decode(raw: bytes | str, type_: type):
+    """Decode and validate JSON into a wire struct (raises msgspec.ValidationError)."""
+    return msgspec.json.decode(raw, type=type_)
