@@ -1,0 +1,48 @@
+"""Media helpers only the timeline tests need (tests/media.py stays shared and append-only)."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+
+def set_rotation(path: Path, degrees: int) -> Path:
+    """Write a display matrix turning the video ``degrees`` clockwise into an mp4's track header,
+    as phones do. (ffmpeg 5.1 ignores ``-metadata rotate=``, so the box is patched in place.)"""
+    data = bytearray(Path(path).read_bytes())
+    for start, end in _children(data, 0, len(data), b"moov"):
+        for tstart, tend in _children(data, start, end, b"trak"):
+            for hstart, _ in _children(data, tstart, tend, b"tkhd"):
+                version = data[hstart]
+                matrix = hstart + 4 + (32 if version == 1 else 20) + 16
+                width, height = struct.unpack(">II", data[matrix + 36 : matrix + 44])
+                if width == 0:  # the audio track
+                    continue
+                w, h, one = width >> 16 << 16, height >> 16 << 16, 1 << 16
+                a, b, c, d, tx, ty = {
+                    0: (one, 0, 0, one, 0, 0),
+                    90: (0, one, -one, 0, h, 0),
+                    180: (-one, 0, 0, -one, w, h),
+                    270: (0, -one, one, 0, 0, w),
+                }[degrees % 360]
+                data[matrix : matrix + 36] = struct.pack(">9i", a, b, 0, c, d, 0, tx, ty, 1 << 30)
+                Path(path).write_bytes(bytes(data))
+                return Path(path)
+    raise ValueError(f"{path}: no video track header found")
+
+
+def _children(data: bytearray, start: int, end: int, kind: bytes):
+    """(payload start, end) of each box of ``kind`` directly inside ``data[start:end]``."""
+    pos = start
+    while pos + 8 <= end:
+        size, name = struct.unpack(">I4s", data[pos : pos + 8])
+        header = 8
+        if size == 1:
+            size, header = struct.unpack(">Q", data[pos + 8 : pos + 16])[0], 16
+        elif size == 0:
+            size = end - pos
+        if size < header:
+            return
+        if name == kind:
+            yield pos + header, pos + size
+        pos += size

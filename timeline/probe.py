@@ -1,0 +1,203 @@
+"""What a media file holds, read with ffprobe.
+
+``probe`` accepts anything ffprobe can read: videos, audio-only files (music) and still images
+(watermarks), and reports what it found. Whether a file *suits its role* (a clip needs video) is
+the plan's decision, not the probe's. A file ffprobe cannot read at all, or one with neither audio
+nor video, raises ``ProbeError``: a permanent ``InputError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from timeline.errors import InputError
+from timeline.ffmpeg import ffprobe_binary
+
+PROBE_TIMEOUT_S = 60.0
+
+# Containers ffmpeg reads single pictures with (png_pipe, jpeg_pipe, webp_pipe...).
+_IMAGE_FORMATS = re.compile(r"^(image2|\w+_pipe)$")
+
+
+class ProbeError(InputError):
+    """ffprobe could not read the file, or it holds neither video nor audio."""
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """One probed file. Sizes are as displayed: rotation applied (a phone clip stored 1920x1080
+    with a 90° display matrix reports 1080x1920) and ``sar`` turned with it."""
+
+    path: Path
+    duration_s: float | None  # container duration; None for still images and unknown lengths
+    has_video: bool
+    width: int
+    height: int
+    sar: float  # sample (pixel) aspect ratio, 1.0 for square pixels
+    fps: float
+    rotation: int  # clockwise degrees the picture is turned for display: 0, 90, 180 or 270
+    pix_fmt: str
+    bit_depth: int
+    has_audio: bool
+    audio_rate: int
+    audio_channels: int
+    audio_layout: str
+    image: bool  # a still picture (PNG, JPEG...), not a video
+    format_name: str
+    size_bytes: int
+    video_codec: str = ""
+    audio_codec: str = ""
+    video_duration_s: float | None = None  # the video stream's own length, when known
+    audio_duration_s: float | None = None  # the audio stream's own length, when known
+    video_frames: int | None = None  # frames in the video stream, when the container says
+
+    @property
+    def display_aspect(self) -> float:
+        """Width over height as the picture is meant to be seen (rotation and SAR applied)."""
+        if not self.has_video or self.height <= 0:
+            return 0.0
+        return self.width * self.sar / self.height
+
+    @property
+    def video_length_s(self) -> float | None:
+        """The best known length of the picture: the video stream's, else the container's."""
+        return self.video_duration_s if self.video_duration_s else self.duration_s
+
+
+def probe(path: Path, *, label: str | None = None) -> MediaInfo:
+    """Read ``path`` with ffprobe. ``label`` names the file in error messages (e.g. ``clip 3
+    (https://…/a.mp4)``); it defaults to the file name. Raises ``ProbeError`` for files that are
+    missing, unreadable or hold no audio or video stream."""
+    path = Path(path)
+    name = label or path.name
+    if not path.is_file():
+        raise ProbeError(f"{name}: file not found", label=label)
+    cmd = [
+        ffprobe_binary(), "-v", "error", "-print_format", "json",
+        "-show_format", "-show_streams", str(path),
+    ]  # fmt: skip
+    try:
+        done = subprocess.run(cmd, capture_output=True, timeout=PROBE_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise ProbeError(f"{name}: ffprobe took over {PROBE_TIMEOUT_S:.0f} s to read it; "
+                         "the file is probably damaged", label=label) from None  # fmt: skip
+    except FileNotFoundError:
+        raise ProbeError(f"{name}: cannot run ffprobe ({cmd[0]}); is ffmpeg installed?",
+                         label=label) from None  # fmt: skip
+    stderr = done.stderr.decode("utf-8", "replace").strip()
+    if done.returncode != 0:
+        reason = _last_line(stderr).removeprefix(f"{path}: ") or f"ffprobe exited {done.returncode}"
+        raise ProbeError(f"{name}: not a readable media file ({reason})", label=label,
+                         stderr_tail=stderr[-4000:])  # fmt: skip
+    try:
+        data = json.loads(done.stdout or b"{}")
+    except json.JSONDecodeError:
+        raise ProbeError(f"{name}: ffprobe gave an unreadable answer", label=label) from None
+    return _media_info(path, data, name, label)
+
+
+def _media_info(path: Path, data: dict, name: str, label: str | None) -> MediaInfo:
+    fmt = data.get("format") or {}
+    streams = data.get("streams") or []
+    # cover art in music files is a "video" stream with attached_pic; it is not a picture track
+    videos = [
+        s for s in streams
+        if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
+    ]  # fmt: skip
+    audios = [s for s in streams if s.get("codec_type") == "audio"]
+    if not videos and not audios:
+        raise ProbeError(f"{name}: holds no video or audio stream", label=label)
+    format_name = str(fmt.get("format_name") or "")
+    duration = _number(fmt.get("duration"))
+    v = videos[0] if videos else {}
+    a = audios[0] if audios else {}
+    image = bool(videos) and bool(_IMAGE_FORMATS.match(format_name))
+
+    width, height = int(v.get("width") or 0), int(v.get("height") or 0)
+    if videos and (width <= 0 or height <= 0):
+        raise ProbeError(f"{name}: its video stream has no picture size", label=label)
+    sar = _ratio(v.get("sample_aspect_ratio")) or 1.0
+    rotation = _rotation(v)
+    if rotation in (90, 270):
+        width, height, sar = height, width, 1.0 / sar
+    fps = _ratio(v.get("avg_frame_rate")) or _ratio(v.get("r_frame_rate")) or 0.0
+    if fps > 1000:  # timebase-like r_frame_rate of odd files, not a real rate
+        fps = _ratio(v.get("avg_frame_rate")) or 0.0
+    pix_fmt = str(v.get("pix_fmt") or "")
+    frames = v.get("nb_frames")
+    return MediaInfo(
+        path=path,
+        duration_s=None if image else duration,
+        has_video=bool(videos),
+        width=width,
+        height=height,
+        sar=sar,
+        fps=fps,
+        rotation=rotation,
+        pix_fmt=pix_fmt,
+        bit_depth=_bit_depth(v, pix_fmt),
+        has_audio=bool(audios),
+        audio_rate=int(a.get("sample_rate") or 0),
+        audio_channels=int(a.get("channels") or 0),
+        audio_layout=str(a.get("channel_layout") or ""),
+        image=image,
+        format_name=format_name,
+        size_bytes=int(fmt.get("size") or path.stat().st_size),
+        video_codec=str(v.get("codec_name") or ""),
+        audio_codec=str(a.get("codec_name") or ""),
+        video_duration_s=None if image else _number(v.get("duration")),
+        audio_duration_s=_number(a.get("duration")),
+        video_frames=int(frames) if str(frames or "").isdigit() else None,
+    )
+
+
+def _rotation(stream: dict) -> int:
+    """Clockwise display rotation. ffprobe reports the display matrix counter-clockwise."""
+    for side in stream.get("side_data_list") or []:
+        if "rotation" in side:
+            return round(-float(side["rotation"]) / 90) * 90 % 360
+    tag = (stream.get("tags") or {}).get("rotate")
+    if tag is not None:
+        try:
+            return round(float(tag) / 90) * 90 % 360
+        except ValueError:
+            return 0
+    return 0
+
+
+def _bit_depth(stream: dict, pix_fmt: str) -> int:
+    raw = str(stream.get("bits_per_raw_sample") or "")
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    found = re.search(r"p(\d{2})(le|be)?$", pix_fmt)
+    return int(found.group(1)) if found else 8
+
+
+def _ratio(value: object) -> float | None:
+    """'30000/1001' or '4:3' as a float; None for missing, zero or nonsense values."""
+    if not value:
+        return None
+    text = str(value).replace(":", "/")
+    try:
+        number = float(Fraction(text))
+    except (ValueError, ZeroDivisionError):
+        return None
+    return number if number > 0 else None
+
+
+def _number(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
