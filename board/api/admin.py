@@ -1,0 +1,49 @@
+"""Admin routes: the farm roster and its controls, submitters and their limits."""
+
+from __future__ import annotations
+
+from litestar import Controller, Request, get, post, put
+
+from board.farm import list_farmhands, set_farmhand_state
+from board.http import requires
+from board.state import BoardState
+from board.submitters import get_submitter, list_submitters, set_limits
+from wire import API, FarmhandAction, FarmhandView, Limits, SubmitterView
+
+
+class AdminController(Controller):
+    path = API
+    guards = [requires("admin")]
+    tags = ["admin"]
+
+    @get("/farmhands", summary="Every farmhand: online, state, capabilities, current jobs")
+    async def farmhands(self, board: BoardState) -> list[FarmhandView]:
+        return await list_farmhands(board)
+
+    @post(
+        "/farmhands/{name:str}/{action:str}",
+        status_code=200,
+        summary="pause | resume | drain | revoke a farmhand",
+    )
+    async def farmhand_action(
+        self,
+        request: Request,
+        board: BoardState,
+        name: str,
+        action: str,
+        data: FarmhandAction | None = None,
+    ) -> FarmhandView:
+        reason = data.reason if data else ""
+        return await set_farmhand_state(board, name, action, reason=reason, by=request.user.name)
+
+    @get("/submitters", summary="Submitters with their limits and usage")
+    async def submitters(self, board: BoardState) -> list[SubmitterView]:
+        return await list_submitters(board)
+
+    @get("/submitters/{name:str}", summary="One submitter")
+    async def submitter(self, board: BoardState, name: str) -> SubmitterView:
+        return await get_submitter(board, name)
+
+    @put("/submitters/{name:str}/limits", status_code=200, summary="Set a submitter's limits")
+    async def limits(self, board: BoardState, name: str, data: Limits) -> SubmitterView:
+        return await set_limits(board, name, data)

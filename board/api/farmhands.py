@@ -1,0 +1,147 @@
+"""Routes for farmhands: claim, the job they hold (context, heartbeat, upload, complete, fail,
+release) and their status. Every call about a job is fenced by its lease token: a stale one gets
+409 before anything else in the body is looked at."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post, put
+
+from board import claims, lifecycle
+from board.errors import BadRequest
+from board.farm import report_status
+from board.http import body_chunks, requires
+from board.jobs import job_context
+from board.outputs import complete_job, receive_output, receive_thumbnail, upload_status
+from board.state import BoardState
+from wire import (
+    API,
+    LEASE_HEADER,
+    UPLOAD_SHA256_HEADER,
+    UPLOAD_SIZE_HEADER,
+    Claim,
+    ClaimRequest,
+    Complete,
+    Fail,
+    FarmhandStatus,
+    FarmhandStatusReply,
+    Heartbeat,
+    HeartbeatReply,
+    JobContext,
+    Release,
+    UploadStatus,
+)
+
+SMALL_BODY = 256 * 1024
+
+
+async def fenced_body(request: Request, board: BoardState, job_id: str, type_: type) -> Any:
+    """Decode a lease-carrying JSON body: the lease is checked (409 when stale) before the rest of
+    the body is validated (400 with the field at fault)."""
+    raw = await request.body()
+    try:
+        loose = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    if not isinstance(loose, dict) or not isinstance(loose.get("lease_token"), str):
+        raise BadRequest("body must be a JSON object with a string `lease_token`")
+    async with board.db.read() as conn:
+        await lifecycle.held_job(conn, job_id, loose["lease_token"])
+    try:
+        return msgspec.convert(loose, type_)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid {type_.__name__.lower()} body: {exc}") from None
+
+
+class FarmhandController(Controller):
+    path = f"{API}/farmhand"
+    guards = [requires("farmhand")]
+    tags = ["farmhand"]
+    request_max_body_size = SMALL_BODY
+
+    @post("/claim", summary="Claim one job (long-polls up to wait_s)")
+    async def claim(
+        self, request: Request, board: BoardState, data: ClaimRequest
+    ) -> Response[Claim | None]:
+        found = await claims.claim(board, data, token_id=request.user.token_id)
+        if found is None:
+            return Response(None, status_code=204)
+        return Response(found, status_code=200)
+
+    @post(
+        "/status",
+        status_code=200,
+        summary="Say the farmhand is alive and whether its owner paused it",
+    )
+    async def status(
+        self, request: Request, board: BoardState, data: FarmhandStatus
+    ) -> FarmhandStatusReply:
+        return await report_status(board, data, token_id=request.user.token_id)
+
+    @get("/jobs/{job_id:str}/context", summary="Everything needed to render the held job")
+    async def context(self, request: Request, board: BoardState, job_id: str) -> JobContext:
+        lease = request.headers.get(LEASE_HEADER)
+        if not lease:
+            raise BadRequest(f"{LEASE_HEADER} header missing")
+        return await job_context(board, job_id, lease)
+
+    @post(
+        "/jobs/{job_id:str}/heartbeat", status_code=200, summary="Extend the lease, report progress"
+    )
+    async def heartbeat(self, request: Request, board: BoardState, job_id: str) -> HeartbeatReply:
+        beat = await fenced_body(request, board, job_id, Heartbeat)
+        return await lifecycle.heartbeat(
+            board, job_id, beat, farmhand_token_id=request.user.token_id
+        )
+
+    @put(
+        "/jobs/{job_id:str}/output",
+        status_code=200,
+        request_max_body_size=None,
+        summary="Upload the rendered file (resumable: Content-Range)",
+    )
+    async def put_output(self, request: Request, board: BoardState, job_id: str) -> UploadStatus:
+        return await receive_output(
+            board, job_id,
+            lease_token=request.headers.get(LEASE_HEADER),
+            sha256=request.headers.get(UPLOAD_SHA256_HEADER),
+            size=request.headers.get(UPLOAD_SIZE_HEADER),
+            content_range=request.headers.get("content-range"),
+            chunks=body_chunks(request),
+        )  # fmt: skip
+
+    @get("/jobs/{job_id:str}/output", summary="How much of the output upload arrived")
+    async def output_status(self, request: Request, board: BoardState, job_id: str) -> UploadStatus:
+        return await upload_status(board, job_id, request.headers.get(LEASE_HEADER))
+
+    @put(
+        "/jobs/{job_id:str}/thumbnail",
+        status_code=204,
+        request_max_body_size=6 * 1024 * 1024,
+        summary="Upload the output's thumbnail (JPEG)",
+    )
+    async def put_thumbnail(self, request: Request, board: BoardState, job_id: str) -> None:
+        await receive_thumbnail(
+            board, job_id, request.headers.get(LEASE_HEADER), body_chunks(request)
+        )
+
+    @post("/jobs/{job_id:str}/complete", status_code=200, summary="Report the job done")
+    async def complete(self, request: Request, board: BoardState, job_id: str) -> dict:
+        done = await fenced_body(request, board, job_id, Complete)
+        await complete_job(board, job_id, done)
+        return {"state": "succeeded"}
+
+    @post("/jobs/{job_id:str}/fail", status_code=200, summary="Report a failed attempt")
+    async def fail(self, request: Request, board: BoardState, job_id: str) -> dict:
+        failure = await fenced_body(request, board, job_id, Fail)
+        return {"state": await lifecycle.fail(board, job_id, failure)}
+
+    @post(
+        "/jobs/{job_id:str}/release", status_code=200, summary="Give the job back (shutting down)"
+    )
+    async def release(self, request: Request, board: BoardState, job_id: str) -> dict:
+        rel = await fenced_body(request, board, job_id, Release)
+        await lifecycle.release(board, job_id, rel)
+        return {"state": "queued"}

@@ -1,0 +1,67 @@
+"""Operations routes: no token needed. /health (the process answers), /ready (the database
+answers), /metrics (Prometheus text)."""
+
+from __future__ import annotations
+
+import time
+
+from litestar import Response, get
+from sqlalchemy import func, select
+
+from board.models import farmhands, jobs
+from board.state import BoardState
+
+OPEN = {"exclude_from_auth": True}
+
+
+@get("/health", opt=OPEN, tags=["ops"], summary="The board process is up")
+async def health() -> dict:
+    return {"status": "ok"}
+
+
+@get("/ready", opt=OPEN, tags=["ops"], summary="The board can reach its database")
+async def ready(board: BoardState) -> Response:
+    try:
+        await board.db.ping()
+    except Exception as exc:  # any failure to reach the database means "not ready"
+        return Response(
+            {"status": "unavailable", "detail": f"database: {type(exc).__name__}"}, status_code=503
+        )
+    return Response({"status": "ready"}, status_code=200)
+
+
+@get(
+    "/metrics",
+    opt=OPEN,
+    tags=["ops"],
+    media_type="text/plain; version=0.0.4",
+    summary="Prometheus metrics",
+)
+async def metrics(board: BoardState) -> str:
+    now = time.time()
+    async with board.db.read() as conn:
+        by_state = dict(
+            (await conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state))).all()
+        )
+        fh_states = dict(
+            (
+                await conn.execute(
+                    select(farmhands.c.state, func.count()).group_by(farmhands.c.state)
+                )
+            ).all()
+        )
+        online = (
+            await conn.execute(
+                select(func.count())
+                .select_from(farmhands)
+                .where(farmhands.c.last_seen_at > now - board.config.lease_s)
+            )
+        ).scalar()
+    for state in ("queued", "claimed", "running", "succeeded", "failed", "cancelled"):
+        by_state.setdefault(state, 0)
+    return board.metrics.render(
+        jobs_by_state=by_state, farmhands_online=online, farmhands_by_state=fh_states
+    )
+
+
+ROUTES = [health, ready, metrics]

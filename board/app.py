@@ -1,0 +1,82 @@
+"""The board's one app factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+
+from board.api.admin import AdminController
+from board.api.farmhands import FarmhandController
+from board.api.ops import ROUTES as OPS_ROUTES
+from board.api.submitters import JobsController, MediaController
+from board.config import BoardConfig, load_config
+from board.db import Database
+from board.errors import BoardError
+from board.http import TokenAuth, board_error_handler, http_error_handler, internal_error_handler
+from board.reaper import run_reaper
+from board.state import BoardState
+from board.storage import LocalStorage
+
+log = logging.getLogger("board")
+OPEN_PATHS = ["^/health$", "^/ready$", "^/metrics$", "^/schema"]
+
+
+def create_app(
+    config: BoardConfig | None = None,
+    *,
+    extra_routes: list | None = None,
+    open_paths: list[str] | None = None,
+) -> Litestar:
+    """Build the board. The database schema must exist (``board migrate``); the app never creates
+    tables itself."""
+    config = config or load_config()
+    board = BoardState(
+        config=config,
+        db=Database(config.database_url),
+        storage=LocalStorage(config.data_dir / "files"),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        reaper = asyncio.create_task(run_reaper(board), name="lease-reaper")
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+            await board.db.dispose()
+
+    def provide_board() -> BoardState:
+        return board
+
+    return Litestar(
+        route_handlers=[
+            *OPS_ROUTES,
+            JobsController,
+            MediaController,
+            FarmhandController,
+            AdminController,
+            *(extra_routes or []),
+        ],
+        dependencies={"board": Provide(provide_board, use_cache=True, sync_to_thread=False)},
+        middleware=[DefineMiddleware(TokenAuth, exclude=OPEN_PATHS + (open_paths or []))],
+        exception_handlers={
+            BoardError: board_error_handler,
+            HTTPException: http_error_handler,
+            Exception: internal_error_handler,
+        },
+        openapi_config=OpenAPIConfig(title="clipfarm board", version="1.0.0", path="/schema"),
+        lifespan=[lifespan],
+        request_max_body_size=config.max_json_bytes,
+        state=State({"board": board}),
+    )

@@ -1,0 +1,106 @@
+"""Tokens and roles.
+
+Tokens are random (``cf_<43 url-safe chars>``), shown once, stored as their sha256 (a high-entropy
+secret needs no slow hash), revocable. A token has one role: ``admin``, ``submitter`` (owns jobs and
+media through its submitter) or ``farmhand``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from board.db import Database
+from board.errors import BadRequest, Conflict, NotFound
+from board.models import submitters, tokens
+
+ROLES = ("admin", "submitter", "farmhand")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: resolved from a bearer token (or the dashboard's session cookie)."""
+
+    token_id: int
+    name: str
+    role: str
+    submitter_id: int | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return "cf_" + secrets.token_urlsafe(32)
+
+
+async def ensure_submitter(conn: AsyncConnection, name: str) -> int:
+    """The submitter called ``name``, created without limits if new."""
+    found = (await conn.execute(select(submitters.c.id).where(submitters.c.name == name))).first()
+    if found:
+        return found.id
+    result = await conn.execute(insert(submitters).values(name=name, created_at=time.time()))
+    return result.inserted_primary_key[0]
+
+
+async def create_token(db: Database, *, role: str, name: str) -> str:
+    """Create a token and return it (the only time it is visible). Submitter tokens belong to the
+    submitter of the same name, created without limits if new."""
+    if role not in ROLES:
+        raise BadRequest(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+    if not name or len(name) > 100:
+        raise BadRequest("a token needs a name of 1 to 100 characters")
+    token = new_token()
+    async with db.write() as conn:
+        exists = (await conn.execute(select(tokens.c.id).where(tokens.c.name == name))).first()
+        if exists:
+            raise Conflict(f"a token named {name!r} exists already (revoke it first)")
+        submitter_id = await ensure_submitter(conn, name) if role == "submitter" else None
+        await conn.execute(
+            insert(tokens).values(
+                name=name,
+                role=role,
+                token_hash=hash_token(token),
+                submitter_id=submitter_id,
+                created_at=time.time(),
+            )
+        )
+    return token
+
+
+async def revoke_token(db: Database, name: str) -> None:
+    async with db.write() as conn:
+        result = await conn.execute(
+            update(tokens)
+            .where(tokens.c.name == name, tokens.c.revoked_at.is_(None))
+            .values(revoked_at=time.time())
+        )
+        if result.rowcount == 0:
+            raise NotFound(f"no active token named {name!r}")
+
+
+async def authenticate(db: Database, token: str) -> Principal | None:
+    """The principal for a bearer token, or None when unknown or revoked."""
+    if not token or len(token) > 200:
+        return None
+    async with db.read() as conn:
+        row = (
+            await conn.execute(
+                select(tokens.c.id, tokens.c.name, tokens.c.role, tokens.c.submitter_id).where(
+                    tokens.c.token_hash == hash_token(token), tokens.c.revoked_at.is_(None)
+                )
+            )
+        ).first()
+    if row is None:
+        return None
+    return Principal(token_id=row.id, name=row.name, role=row.role, submitter_id=row.submitter_id)

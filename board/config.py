@@ -1,0 +1,105 @@
+"""Board configuration: environment variables (``BOARD_*``), overridden by CLI flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used as given."""
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < 0:
+        raise ConfigError(f"{name}={raw!r} must not be negative")
+    return value
+
+
+@dataclass(frozen=True)
+class BoardConfig:
+    data_dir: Path
+    database_url: str
+    lease_s: float = 60.0
+    heartbeat_s: float = 10.0
+    stall_s: float = 300.0
+    gpu_grace_s: float = 30.0
+    retry_base_s: float = 5.0
+    retry_max_s: float = 300.0
+    reap_interval_s: float = 1.0
+    quarantine_after: int = 5
+    url_clip_estimate_s: float = 30.0
+    max_upload_bytes: int = 20 * 1024**3
+    max_json_bytes: int = 4 * 1024**2
+    host: str = "127.0.0.1"
+    port: int = 8000
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def with_overrides(self, **kwargs) -> BoardConfig:
+        return replace(self, **{k: v for k, v in kwargs.items() if v is not None})
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("BOARD_DATA_DIR") or Path.cwd() / "data")
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the URLs people paste (postgres://, postgresql://, sqlite:///) and pick the async
+    driver we ship."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+asyncpg://" + url[len("postgresql://") :]
+    if url.startswith("sqlite:///"):
+        url = "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+    if not (url.startswith("postgresql+asyncpg://") or url.startswith("sqlite+aiosqlite:///")):
+        raise ConfigError(
+            f"BOARD_DATABASE_URL {url!r}: use postgresql://… or sqlite:///path/to/board.db"
+        )
+    return url
+
+
+def load_config(**overrides) -> BoardConfig:
+    """Read ``BOARD_*`` from the environment; keyword arguments (CLI flags) win."""
+    data_dir = Path(overrides.pop("data_dir", None) or default_data_dir()).resolve()
+    db_url = overrides.pop("database_url", None) or os.environ.get("BOARD_DATABASE_URL")
+    db_url = normalize_database_url(db_url) if db_url else sqlite_url(data_dir / "board.db")
+    lease_s = _float("BOARD_LEASE_S", 60.0)
+    heartbeat_s = _float("BOARD_HEARTBEAT_S", 10.0)
+    if heartbeat_s <= 0 or lease_s <= heartbeat_s:
+        raise ConfigError(
+            f"BOARD_LEASE_S ({lease_s}) must be longer than BOARD_HEARTBEAT_S ({heartbeat_s})"
+        )
+    config = BoardConfig(
+        data_dir=data_dir,
+        database_url=db_url,
+        lease_s=lease_s,
+        heartbeat_s=heartbeat_s,
+        stall_s=_float("BOARD_STALL_S", 300.0),
+        gpu_grace_s=_float("BOARD_GPU_GRACE_S", 30.0),
+        retry_base_s=_float("BOARD_RETRY_BASE_S", 5.0),
+        retry_max_s=_float("BOARD_RETRY_MAX_S", 300.0),
+        reap_interval_s=_float("BOARD_REAP_INTERVAL_S", 1.0),
+        quarantine_after=int(_float("BOARD_QUARANTINE_AFTER", 5)),
+        url_clip_estimate_s=_float("BOARD_URL_CLIP_ESTIMATE_S", 30.0),
+        max_upload_bytes=int(_float("BOARD_MAX_UPLOAD_BYTES", 20 * 1024**3)),
+        host=os.environ.get("BOARD_HOST", "127.0.0.1"),
+        port=int(_float("BOARD_PORT", 8000)),
+    )
+    return config.with_overrides(**overrides)

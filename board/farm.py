@@ -1,0 +1,121 @@
+"""The farm's roster: farmhands as the board knows them — liveness, what they can do, the owner's
+pause they report, and the admin's pause / resume / drain / revoke."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from board.errors import BadRequest, Forbidden, NotFound
+from board.matching import skills_of
+from board.models import farmhands, jobs
+from board.state import BoardState
+from board.views import farmhand_view
+from wire import Capabilities, FarmhandStatus, FarmhandStatusReply, FarmhandView
+
+ADMIN_STATES = {"pause": "paused", "resume": "active", "drain": "draining", "revoke": "revoked"}
+
+
+async def upsert_farmhand(
+    conn: AsyncConnection,
+    name: str,
+    *,
+    token_id: int,
+    now: float,
+    capabilities: Capabilities | None,
+    extra: dict | None = None,
+):
+    """Record that the farmhand is alive (and what it can do, when told); return its row."""
+    values: dict[str, Any] = {"last_seen_at": now, "token_id": token_id, **(extra or {})}
+    if capabilities is not None:
+        values["capabilities"] = msgspec.to_builtins(capabilities)
+        values["hw_codecs"] = ",".join(sorted(skills_of(capabilities).hardware))
+    result = await conn.execute(update(farmhands).where(farmhands.c.name == name).values(**values))
+    if result.rowcount == 0:
+        values.setdefault("capabilities", None)
+        values.setdefault("hw_codecs", "")
+        values.setdefault("owner_paused", False)
+        values.setdefault("owner_reason", "")
+        await conn.execute(insert(farmhands).values(
+            name=name, state="active", state_reason="", consecutive_failures=0, jobs_done=0,
+            first_seen_at=now, **values))  # fmt: skip
+    return (
+        await conn.execute(
+            select(farmhands.c.id, farmhands.c.state, farmhands.c.state_reason).where(
+                farmhands.c.name == name
+            )
+        )
+    ).first()
+
+
+async def report_status(
+    board: BoardState, status: FarmhandStatus, *, token_id: int
+) -> FarmhandStatusReply:
+    """Record liveness and the owner's pause; answer with the admin's state for this farmhand."""
+    extra = {"owner_paused": status.paused, "owner_reason": status.reason if status.paused else ""}
+    async with board.db.write() as conn:
+        row = await upsert_farmhand(
+            conn,
+            status.farmhand,
+            token_id=token_id,
+            now=time.time(),
+            capabilities=status.capabilities,
+            extra=extra,
+        )
+    if row.state == "revoked":
+        raise Forbidden(f"farmhand {status.farmhand} was revoked: {row.state_reason}")
+    board.online.at = 0.0  # the farm changed: re-read who is online at the next claim
+    board.feed.any_change.fire()
+    return FarmhandStatusReply(state=row.state, reason=row.state_reason)
+
+
+async def list_farmhands(board: BoardState) -> list[FarmhandView]:
+    now = time.time()
+    async with board.db.read() as conn:
+        rows = (await conn.execute(select(farmhands).order_by(farmhands.c.name))).all()
+        held = (
+            await conn.execute(
+                select(jobs.c.id, jobs.c.farmhand_id).where(
+                    jobs.c.state.in_(("claimed", "running"))
+                )
+            )
+        ).all()
+    current: dict[int, list[str]] = {}
+    for job in held:
+        current.setdefault(job.farmhand_id, []).append(job.id)
+    return [
+        farmhand_view(r, now=now, lease_s=board.config.lease_s, current_jobs=current.get(r.id, []))
+        for r in rows
+    ]
+
+
+async def set_farmhand_state(
+    board: BoardState, name: str, action: str, *, reason: str, by: str
+) -> FarmhandView:
+    """pause (no new jobs), resume (also lifts a quarantine), drain (finish, then no new jobs),
+    revoke (refused from now on; its running job is left to its lease)."""
+    state = ADMIN_STATES.get(action)
+    if state is None:
+        raise BadRequest(f"unknown action {action!r}; use one of {', '.join(ADMIN_STATES)}")
+    why = reason or f"{action} by {by}"
+    values: dict[str, Any] = {"state": state, "state_reason": "" if state == "active" else why}
+    if state == "active":
+        values["consecutive_failures"] = 0
+    async with board.db.write() as conn:
+        result = await conn.execute(
+            update(farmhands).where(farmhands.c.name == name).values(**values)
+        )
+        if result.rowcount == 0:
+            raise NotFound(f"no farmhand named {name!r}")
+    board.online.at = 0.0
+    board.feed.any_change.fire()
+    if state == "active":
+        board.feed.work_available()
+    for view in await list_farmhands(board):
+        if view.name == name:
+            return view
+    raise NotFound(f"no farmhand named {name!r}")

@@ -1,0 +1,415 @@
+"""Submitting and reading jobs: validation against the submitter's media and limits, idempotent
+submit, batch submit, listing, and the compilation context a farmhand renders from."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import msgspec
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from board.auth import Principal
+from board.errors import BadRequest, BoardError, Conflict, NotFound
+from board.ids import new_id
+from board.lifecycle import held_job, record_event
+from board.limits import apply_limits, check_clip_count, check_render_seconds, load_limits
+from board.models import attempts, farmhands, job_events, job_media, jobs, media
+from board.state import BoardState
+from board.views import job_select, job_view, to_dt
+from timeline.plan import estimate_duration
+from timeline.spec import Compilation, Source
+from wire import (
+    API,
+    AttemptView,
+    BatchItem,
+    BatchResult,
+    JobContext,
+    JobEvent,
+    JobPage,
+    JobView,
+    MediaRef,
+    Requirements,
+    SubmitJob,
+)
+
+PAGE_MAX = 500
+
+
+def _roles(compilation: Compilation) -> list[tuple[str, Source, str]]:
+    """Every source with a human label and what it must contain."""
+    out: list[tuple[str, Source, str]] = []
+    if compilation.intro:
+        out.append(("intro", compilation.intro, "video"))
+    for i, clip in enumerate(compilation.clips, 1):
+        out.append((f"clip {i}", clip, "video"))
+    if compilation.outro:
+        out.append(("outro", compilation.outro, "video"))
+    for i, stinger in enumerate(compilation.transitions.stingers, 1):
+        out.append((f"stinger {i}", stinger, "video"))
+    if compilation.watermark:
+        out.append(("watermark", compilation.watermark, "picture"))
+    if compilation.music:
+        out.append(("music", compilation.music, "audio"))
+    return out
+
+
+async def _check_sources(
+    conn: AsyncConnection, compilation: Compilation, submitter_id: int
+) -> dict[str, Any]:
+    """Every ``media`` source must be this submitter's and suit its role; returns the rows."""
+    ids = {s.media for _, s, _ in _roles(compilation) if s.media}
+    rows = {}
+    if ids:
+        found = await conn.execute(
+            select(media.c.id, media.c.probe, media.c.duration_s).where(
+                media.c.id.in_(ids), media.c.submitter_id == submitter_id
+            )
+        )
+        rows = {r.id: r for r in found}
+    for label, source, needs in _roles(compilation):
+        if source.path is not None:
+            raise BadRequest(
+                f"{label}: `path` sources are for local renders; upload the file "
+                "(POST /api/v1/media) and use its media id"
+            )
+        if source.media is None:
+            continue
+        row = rows.get(source.media)
+        if row is None:
+            raise BadRequest(f"{label}: unknown media id {source.media!r}")
+        info = row.probe or {}
+        if needs == "video" and (not info.get("has_video") or info.get("image")):
+            raise BadRequest(f"{label}: media {source.media} has no video stream")
+        if needs == "picture" and not info.get("has_video"):
+            raise BadRequest(f"{label}: media {source.media} is not an image or video")
+        if needs == "audio" and not info.get("has_audio"):
+            raise BadRequest(f"{label}: media {source.media} has no audio stream")
+        start = getattr(source, "start", None)
+        if start is not None and row.duration_s is not None and start >= row.duration_s:
+            raise BadRequest(
+                f"{label}: start {start:g} s is past the end of media "
+                f"{source.media} ({row.duration_s:.2f} s long)"
+            )
+    return rows
+
+
+def body_hash(job: SubmitJob) -> str:
+    return hashlib.sha256(msgspec.json.encode(job)).hexdigest()
+
+
+def requirements_of(job: SubmitJob) -> Requirements:
+    req = job.requirements or Requirements()
+    if req.codec is None:
+        req = msgspec.structs.replace(req, codec=job.compilation.output.codec)
+    return req
+
+
+async def _existing(conn: AsyncConnection, submitter_id: int, key: str):
+    return (
+        await conn.execute(
+            select(jobs.c.id, jobs.c.body_hash).where(
+                jobs.c.submitter_id == submitter_id, jobs.c.idempotency_key == key
+            )
+        )
+    ).first()
+
+
+async def _insert_job(
+    board: BoardState, conn: AsyncConnection, who: Principal, job: SubmitJob, now: float
+) -> tuple[str, bool]:
+    """Validate and insert one job inside ``conn``'s transaction. Returns (id, created)."""
+    digest = body_hash(job)
+    if job.idempotency_key:
+        found = await _existing(conn, who.submitter_id, job.idempotency_key)
+        if found is not None:
+            if found.body_hash != digest:
+                raise Conflict(
+                    f"idempotency key {job.idempotency_key!r} was used for a different "
+                    f"job ({found.id}); use a new key for a new job"
+                )
+            return found.id, False
+    sub = await load_limits(conn, who.submitter_id)
+    check_clip_count(job.compilation, sub.limits)
+    rows = await _check_sources(conn, job.compilation, who.submitter_id)
+    capped, _ = apply_limits(job.compilation, sub.limits)
+    durations = {f"media:{mid}": r.duration_s for mid, r in rows.items()}
+    estimate = estimate_duration(capped, durations, unknown_s=board.config.url_clip_estimate_s)
+    await check_render_seconds(conn, sub, estimate, now)
+    req = requirements_of(job)
+    job_id = new_id("j")
+    await conn.execute(
+        insert(jobs).values(
+            id=job_id,
+            submitter_id=who.submitter_id,
+            title=job.compilation.title,
+            state="queued",
+            priority=job.priority,
+            compilation=msgspec.to_builtins(job.compilation),
+            requirements=msgspec.to_builtins(req),
+            req_codec=req.codec,
+            req_encoder=req.encoder,
+            req_gpu_memory_mb=req.min_gpu_memory_mb,
+            req_tags=bool(req.tags),
+            attempts=0,
+            max_attempts=job.max_attempts,
+            not_before=0.0,
+            queued_at=now,
+            failed_by=[],
+            progress=0.0,
+            idempotency_key=job.idempotency_key,
+            body_hash=digest,
+            estimate_s=estimate,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    media_ids = sorted({s.media for _, s, _ in _roles(job.compilation) if s.media})
+    if sub.limits.forced_watermark and sub.limits.forced_watermark not in media_ids:
+        media_ids.append(sub.limits.forced_watermark)
+    if media_ids:
+        await conn.execute(
+            insert(job_media), [{"job_id": job_id, "media_id": m} for m in media_ids]
+        )
+    await record_event(conn, job_id, None, "queued", message=f"submitted by {who.name}", at=now)
+    return job_id, True
+
+
+def _need_submitter(who: Principal) -> None:
+    if who.submitter_id is None:
+        raise BadRequest("only submitter tokens submit jobs: `board token create --role submitter`")
+
+
+async def submit(board: BoardState, who: Principal, job: SubmitJob) -> tuple[JobView, bool]:
+    """Submit one job. Returns (job, created); an idempotent repeat returns the existing job."""
+    _need_submitter(who)
+    now = time.time()
+    try:
+        async with board.db.write() as conn:
+            job_id, created = await _insert_job(board, conn, who, job, now)
+    except IntegrityError:
+        # Two submits with the same key raced; the other one won. Answer as a repeat would.
+        async with board.db.read() as conn:
+            found = await _existing(conn, who.submitter_id, job.idempotency_key or "")
+        if found is None:
+            raise
+        if found.body_hash != body_hash(job):
+            raise Conflict(
+                f"idempotency key {job.idempotency_key!r} was used for a different job"
+            ) from None
+        job_id, created = found.id, False
+    if created:
+        board.feed.job_changed(job_id)
+        board.feed.work_available()
+        board.metrics.transition("queued")
+    return await get_job(board, who, job_id), created
+
+
+async def submit_batch(board: BoardState, who: Principal, batch: list[SubmitJob]) -> BatchResult:
+    """Submit many jobs in one request; each item succeeds or fails on its own. All new jobs are
+    written in one transaction per item group, so a bad item never leaves a half-written one."""
+    _need_submitter(who)
+    now = time.time()
+    items: list[BatchItem] = []
+    created_ids: list[tuple[int, str, bool]] = []
+    async with board.db.write() as conn:
+        for index, job in enumerate(batch):
+            try:
+                async with conn.begin_nested():
+                    job_id, created = await _insert_job(board, conn, who, job, now)
+                created_ids.append((index, job_id, created))
+            except BoardError as exc:
+                items.append(BatchItem(index=index, status=exc.status, error=exc.message))
+            except IntegrityError:
+                items.append(
+                    BatchItem(
+                        index=index, status=409, error="idempotency key repeated within the batch"
+                    )
+                )
+    views = await _views(board, [job_id for _, job_id, _ in created_ids])
+    for index, job_id, created in created_ids:
+        items.append(BatchItem(index=index, status=201 if created else 200, job=views[job_id]))
+    items.sort(key=lambda item: item.index)
+    new = sum(1 for _, _, c in created_ids if c)
+    if new:
+        board.feed.work_available()
+        board.feed.any_change.fire()
+    return BatchResult(
+        items=items,
+        created=new,
+        existing=len(created_ids) - new,
+        rejected=len(batch) - len(created_ids),
+    )
+
+
+async def _views(board: BoardState, ids: list[str]) -> dict[str, JobView]:
+    if not ids:
+        return {}
+    async with board.db.read() as conn:
+        rows = (await conn.execute(job_select().where(jobs.c.id.in_(ids)))).all()
+    return {row.id: job_view(row) for row in rows}
+
+
+def _visible(who: Principal, query):
+    return query if who.is_admin else query.where(jobs.c.submitter_id == who.submitter_id)
+
+
+async def get_job(board: BoardState, who: Principal, job_id: str) -> JobView:
+    """The job, if ``who`` may see it (its submitter or an admin; others get 404)."""
+    async with board.db.read() as conn:
+        row = (await conn.execute(_visible(who, job_select().where(jobs.c.id == job_id)))).first()
+    if row is None:
+        raise NotFound(f"no job {job_id}")
+    return job_view(row)
+
+
+async def check_owner(board: BoardState, who: Principal, job_id: str) -> None:
+    async with board.db.read() as conn:
+        found = (
+            await conn.execute(_visible(who, select(jobs.c.id).where(jobs.c.id == job_id)))
+        ).first()
+    if found is None:
+        raise NotFound(f"no job {job_id}")
+
+
+SORTS = {
+    "created": jobs.c.created_at,
+    "updated": jobs.c.updated_at,
+    "priority": jobs.c.priority,
+    "state": jobs.c.state,
+    "title": jobs.c.title,
+    "progress": jobs.c.progress,
+}
+
+
+async def list_jobs(
+    board: BoardState,
+    who: Principal,
+    *,
+    state: list[str] | None,
+    limit: int,
+    offset: int,
+    sort: str = "-created",
+) -> JobPage:
+    limit = max(1, min(limit, PAGE_MAX))
+    offset = max(0, offset)
+    column = SORTS.get(sort.lstrip("-"))
+    if column is None:
+        raise BadRequest(
+            f"unknown sort {sort!r}; use one of {', '.join(SORTS)} (prefix - for descending)"
+        )
+    order = column.desc() if sort.startswith("-") else column.asc()
+    query = _visible(who, job_select())
+    count = _visible(who, select(func.count()).select_from(jobs))
+    if state:
+        query = query.where(jobs.c.state.in_(state))
+        count = count.where(jobs.c.state.in_(state))
+    async with board.db.read() as conn:
+        total = (await conn.execute(count)).scalar()
+        rows = (
+            await conn.execute(query.order_by(order, jobs.c.id.desc()).limit(limit).offset(offset))
+        ).all()
+    return JobPage(items=[job_view(r) for r in rows], total=total, limit=limit, offset=offset)
+
+
+async def job_history(
+    board: BoardState, who: Principal, job_id: str
+) -> tuple[list[JobEvent], list[AttemptView]]:
+    await check_owner(board, who, job_id)
+    async with board.db.read() as conn:
+        events = (
+            await conn.execute(
+                select(job_events).where(job_events.c.job_id == job_id).order_by(job_events.c.id)
+            )
+        ).all()
+        tries = (
+            await conn.execute(
+                select(attempts, farmhands.c.name.label("farmhand_name"))
+                .select_from(
+                    attempts.outerjoin(farmhands, farmhands.c.id == attempts.c.farmhand_id)
+                )
+                .where(attempts.c.job_id == job_id)
+                .order_by(attempts.c.id)
+            )
+        ).all()
+    return (
+        [
+            JobEvent(
+                at=to_dt(e.at),
+                from_state=e.from_state,
+                to_state=e.to_state,
+                farmhand=e.farmhand,
+                message=e.message,
+            )
+            for e in events
+        ],
+        [
+            AttemptView(
+                number=a.number,
+                farmhand=a.farmhand_name,
+                started_at=to_dt(a.started_at),
+                ended_at=to_dt(a.ended_at),
+                outcome=a.outcome,
+                encoder=a.encoder,
+                error=a.error,
+                stderr_tail=a.stderr_tail,
+            )
+            for a in tries
+        ],
+    )
+
+
+async def job_context(board: BoardState, job_id: str, lease_token: str) -> JobContext:
+    """Everything a farmhand needs to render the job it holds, limits applied."""
+    async with board.db.read() as conn:
+        held = await held_job(conn, job_id, lease_token)
+        row = (
+            await conn.execute(
+                select(jobs.c.title, jobs.c.compilation, jobs.c.requirements).where(
+                    jobs.c.id == job_id
+                )
+            )
+        ).first()
+        sub = await load_limits(conn, held.submitter_id)
+        compilation = msgspec.convert(row.compilation, Compilation)
+        capped, notes = apply_limits(compilation, sub.limits)
+        ids = {s.media for s in capped.sources() if s.media}
+        found = (
+            (
+                await conn.execute(
+                    select(media.c.id, media.c.size, media.c.sha256, media.c.filename).where(
+                        media.c.id.in_(ids)
+                    )
+                )
+            ).all()
+            if ids
+            else []
+        )
+    refs = {
+        m.id: MediaRef(
+            id=m.id,
+            url=f"{API}/media/{m.id}/content",
+            size=m.size,
+            sha256=m.sha256,
+            filename=m.filename,
+        )
+        for m in found
+    }
+    missing = ids - refs.keys()
+    if missing:
+        raise NotFound(f"media {', '.join(sorted(missing))} of job {job_id} no longer exists")
+    return JobContext(
+        job_id=job_id,
+        title=row.title,
+        compilation=capped,
+        requirements=msgspec.convert(row.requirements, Requirements),
+        media=refs,
+        output_url=f"{API}/farmhand/jobs/{job_id}/output",
+        thumbnail_url=f"{API}/farmhand/jobs/{job_id}/thumbnail",
+        attempt=held.attempts,
+        heartbeat_interval_s=board.config.heartbeat_s,
+        limits_applied=notes,
+    )

@@ -1,0 +1,561 @@
+"""The job state machine: every transition of a job after submit, in one place.
+
+    queued → claimed → running → succeeded | failed | cancelled
+       ↑________|__________|   (lease lost, stalled, released, retryable failure)
+
+Every call from a farmhand about a job is *fenced* by its ``lease_token``: the update only
+happens ``WHERE lease_token = :token`` and a state that holds a lease, so a zombie (its lease
+expired, the job moved on) changes nothing and gets ``LeaseLost`` (409). Every transition writes a
+job event in the same transaction. What a failure does to the job and to the farmhand (backoff,
+max attempts, quarantine) is decided here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from board.errors import Conflict, LeaseLost, NotFound
+from board.models import attempts, farmhands, job_events, jobs, outputs, usage
+from board.state import BoardState
+from wire import ACTIVE_STATES, Complete, Fail, Heartbeat, HeartbeatReply, Release
+
+STDERR_TAIL_MAX = 8000
+
+
+async def record_event(
+    conn: AsyncConnection,
+    job_id: str,
+    from_state: str | None,
+    to_state: str,
+    *,
+    farmhand: str | None = None,
+    message: str = "",
+    at: float | None = None,
+) -> None:
+    await conn.execute(
+        insert(job_events).values(
+            job_id=job_id,
+            at=at or time.time(),
+            from_state=from_state,
+            to_state=to_state,
+            farmhand=farmhand,
+            message=message[:2000],
+        )
+    )
+
+
+def retry_delay(config, attempt: int) -> float:
+    """Exponential backoff with ±20 % jitter: base × 2^(attempt−1), capped."""
+    delay = config.retry_base_s * 2 ** max(0, attempt - 1)
+    return min(config.retry_max_s, delay * random.uniform(0.8, 1.2))
+
+
+@dataclass(frozen=True)
+class Held:
+    """A job as seen through a valid lease."""
+
+    id: str
+    state: str
+    attempts: int
+    max_attempts: int
+    farmhand_id: int | None
+    farmhand: str | None
+    submitter_id: int
+    failed_by: list
+
+
+async def held_job(conn: AsyncConnection, job_id: str, lease_token: str) -> Held:
+    """The job, if ``lease_token`` still holds it; LeaseLost otherwise."""
+    row = (
+        await conn.execute(
+            select(
+                jobs.c.id,
+                jobs.c.state,
+                jobs.c.attempts,
+                jobs.c.max_attempts,
+                jobs.c.farmhand_id,
+                jobs.c.submitter_id,
+                jobs.c.failed_by,
+                farmhands.c.name.label("farmhand"),
+            )
+            .select_from(jobs.outerjoin(farmhands, farmhands.c.id == jobs.c.farmhand_id))
+            .where(
+                jobs.c.id == job_id,
+                jobs.c.lease_token == lease_token,
+                jobs.c.state.in_(ACTIVE_STATES),
+            )
+        )
+    ).first()
+    if row is None:
+        raise LeaseLost(job_id)
+    return Held(
+        id=row.id,
+        state=row.state,
+        attempts=row.attempts,
+        max_attempts=row.max_attempts,
+        farmhand_id=row.farmhand_id,
+        farmhand=row.farmhand,
+        submitter_id=row.submitter_id,
+        failed_by=list(row.failed_by or []),
+    )
+
+
+async def _fenced_update(
+    conn: AsyncConnection, job_id: str, lease_token: str, values: dict[str, Any]
+) -> None:
+    result = await conn.execute(
+        update(jobs)
+        .where(
+            jobs.c.id == job_id,
+            jobs.c.lease_token == lease_token,
+            jobs.c.state.in_(ACTIVE_STATES),
+        )
+        .values(**values)
+    )
+    if result.rowcount != 1:
+        raise LeaseLost(job_id)
+
+
+async def _end_attempt(
+    conn: AsyncConnection, lease_token: str, outcome: str, *, at: float, **values: Any
+) -> None:
+    if values.get("stderr_tail"):
+        values["stderr_tail"] = values["stderr_tail"][-STDERR_TAIL_MAX:]
+    await conn.execute(
+        update(attempts)
+        .where(attempts.c.lease_token == lease_token, attempts.c.outcome.is_(None))
+        .values(outcome=outcome, ended_at=at, **values)
+    )
+
+
+# ---------------------------------------------------------------- farmhand calls
+
+
+async def heartbeat(
+    board: BoardState, job_id: str, beat: Heartbeat, *, farmhand_token_id: int
+) -> HeartbeatReply:
+    """Extend the lease and record progress. A job cancelled under this lease answers
+    ``cancel: true`` once more so the farmhand stops; any other stale lease is LeaseLost."""
+    now = time.time()
+    expires = now + board.config.lease_s
+    async with board.db.write() as conn:
+        row = (
+            await conn.execute(
+                select(jobs.c.state, jobs.c.progress, jobs.c.farmhand_id).where(
+                    jobs.c.id == job_id,
+                    jobs.c.lease_token == beat.lease_token,
+                    jobs.c.state.in_(ACTIVE_STATES),
+                )
+            )
+        ).first()
+        if row is None:
+            cancelled = (
+                await conn.execute(
+                    select(attempts.c.outcome).where(
+                        attempts.c.lease_token == beat.lease_token, attempts.c.job_id == job_id
+                    )
+                )
+            ).scalar()
+            if cancelled == "cancelled":
+                return HeartbeatReply(lease_expires_at=_dt(now), cancel=True)
+            raise LeaseLost(job_id)
+        values: dict[str, Any] = {
+            "lease_expires_at": expires,
+            "stage": beat.stage,
+            "progress": beat.progress,
+            "eta_s": beat.eta_s,
+            "updated_at": now,
+        }
+        # Stall detection watches progress, not heartbeats: a hung ffmpeg keeps heartbeating.
+        if beat.progress > row.progress or row.state == "claimed":
+            values["progress_at"] = now
+        if row.state == "claimed":
+            values["state"] = "running"
+        await _fenced_update(conn, job_id, beat.lease_token, values)
+        if row.state == "claimed":
+            name = await _farmhand_name(conn, row.farmhand_id)
+            await record_event(
+                conn, job_id, "claimed", "running", farmhand=name, message=beat.stage, at=now
+            )
+        await conn.execute(
+            update(farmhands).where(farmhands.c.id == row.farmhand_id).values(last_seen_at=now)
+        )
+    board.feed.job_changed(job_id)
+    if row.state == "claimed":
+        board.metrics.transition("running")
+    return HeartbeatReply(lease_expires_at=_dt(expires), cancel=False)
+
+
+async def complete(
+    board: BoardState, job_id: str, done: Complete, *, output: dict[str, Any]
+) -> None:
+    """Mark the job succeeded with its verified output; record the submitter's usage from the
+    real output duration, in the same transaction."""
+    now = time.time()
+    async with board.db.write() as conn:
+        held = await held_job(conn, job_id, done.lease_token)
+        await _fenced_update(
+            conn,
+            job_id,
+            done.lease_token,
+            {
+                "state": "succeeded",
+                "stage": "done",
+                "progress": 1.0,
+                "eta_s": 0.0,
+                "lease_token": None,
+                "lease_expires_at": None,
+                "encoder": done.encoder or None,
+                "error": None,
+                "finished_at": now,
+                "updated_at": now,
+            },
+        )
+        await conn.execute(insert(outputs).values(job_id=job_id, created_at=now, **output))
+        await conn.execute(
+            insert(usage).values(
+                submitter_id=held.submitter_id,
+                job_id=job_id,
+                month=time.strftime("%Y-%m", time.gmtime(now)),
+                render_seconds=output["duration_s"],
+                at=now,
+            )
+        )
+        await _end_attempt(
+            conn,
+            done.lease_token,
+            "succeeded",
+            at=now,
+            encoder=done.encoder or None,
+            stderr_tail=done.stderr_tail or None,
+        )
+        await conn.execute(
+            update(farmhands)
+            .where(farmhands.c.id == held.farmhand_id)
+            .values(consecutive_failures=0, jobs_done=farmhands.c.jobs_done + 1, last_seen_at=now)
+        )
+        await record_event(
+            conn,
+            job_id,
+            held.state,
+            "succeeded",
+            farmhand=held.farmhand,
+            message=f"{output['duration_s']:.2f} s, {output['size']} bytes",
+            at=now,
+        )
+    board.feed.job_changed(job_id)
+    board.metrics.transition("succeeded")
+
+
+async def fail(board: BoardState, job_id: str, failure: Fail) -> str:
+    """A farmhand reports a failed attempt. Permanent → ``failed`` now; retryable → back to
+    ``queued`` after backoff, preferably for another farmhand, until ``max_attempts``.
+    Returns the job's new state."""
+    now = time.time()
+    async with board.db.write() as conn:
+        held = await held_job(conn, job_id, failure.lease_token)
+        if failure.retryable and held.attempts < held.max_attempts:
+            delay = retry_delay(board.config, held.attempts)
+            to_state = "queued"
+            failed_by = sorted(set(held.failed_by) | {held.farmhand_id})
+            values = {
+                "not_before": now + delay,
+                "queued_at": now,
+                "failed_by": failed_by,
+                "farmhand_id": None,
+                "stage": None,
+                "progress": 0.0,
+            }
+            message = f"attempt {held.attempts} failed, retrying in {delay:.0f} s: {failure.error}"
+        else:
+            to_state = "failed"
+            values = {"finished_at": now, "stage": "failed"}
+            message = failure.error
+            if failure.retryable:
+                message = f"gave up after {held.attempts} attempts: {failure.error}"
+        await _fenced_update(
+            conn,
+            job_id,
+            failure.lease_token,
+            {
+                "state": to_state,
+                "lease_token": None,
+                "lease_expires_at": None,
+                "error": message,
+                "eta_s": None,
+                "updated_at": now,
+                **values,
+            },
+        )
+        await _end_attempt(
+            conn,
+            failure.lease_token,
+            "failed",
+            at=now,
+            error=failure.error,
+            encoder=failure.encoder or None,
+            stderr_tail=failure.stderr_tail or None,
+        )
+        # Only the farmhand's retryable failures count towards quarantine: a permanent failure is
+        # the input's fault.
+        await _farmhand_outcome(
+            board, conn, held.farmhand_id, bad=failure.retryable, why=failure.error, at=now
+        )
+        await record_event(
+            conn, job_id, held.state, to_state, farmhand=held.farmhand, message=message, at=now
+        )
+    board.feed.job_changed(job_id)
+    board.metrics.transition(to_state)
+    if to_state == "queued":
+        board.feed.work_available()
+    return to_state
+
+
+async def release(board: BoardState, job_id: str, rel: Release) -> None:
+    """Give the job back untouched (farmhand shutting down): ``queued`` at once, the attempt is
+    not counted against the job."""
+    now = time.time()
+    async with board.db.write() as conn:
+        held = await held_job(conn, job_id, rel.lease_token)
+        await _fenced_update(
+            conn,
+            job_id,
+            rel.lease_token,
+            {
+                "state": "queued",
+                "lease_token": None,
+                "lease_expires_at": None,
+                "farmhand_id": None,
+                "attempts": max(0, held.attempts - 1),
+                "not_before": now,
+                "queued_at": now,
+                "stage": None,
+                "progress": 0.0,
+                "eta_s": None,
+                "updated_at": now,
+            },
+        )
+        await _end_attempt(conn, rel.lease_token, "released", at=now, error=rel.reason)
+        await record_event(
+            conn,
+            job_id,
+            held.state,
+            "queued",
+            farmhand=held.farmhand,
+            message=f"released: {rel.reason}",
+            at=now,
+        )
+    board.feed.job_changed(job_id)
+    board.feed.work_available()
+    board.metrics.transition("queued")
+
+
+# ---------------------------------------------------------------- submitter / admin calls
+
+
+async def cancel(board: BoardState, job_id: str, *, by: str) -> str:
+    """Cancel now: a queued job at once, a claimed/running one by revoking its lease (the holder
+    learns at its next heartbeat). Cancelling a cancelled job is a no-op; a finished one is 409."""
+    now = time.time()
+    async with board.db.write() as conn:
+        row = (
+            await conn.execute(
+                select(jobs.c.state, jobs.c.lease_token, jobs.c.farmhand_id).where(
+                    jobs.c.id == job_id
+                )
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        if row.state == "cancelled":
+            return "cancelled"
+        if row.state in ("succeeded", "failed"):
+            raise Conflict(f"job {job_id} already {row.state}; nothing to cancel")
+        await conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.state == row.state)
+            .values(
+                state="cancelled",
+                lease_token=None,
+                lease_expires_at=None,
+                finished_at=now,
+                stage="cancelled",
+                eta_s=None,
+                updated_at=now,
+            )
+        )
+        name = None
+        if row.lease_token:
+            await _end_attempt(
+                conn, row.lease_token, "cancelled", at=now, error=f"cancelled by {by}"
+            )
+            name = await _farmhand_name(conn, row.farmhand_id)
+        await record_event(
+            conn,
+            job_id,
+            row.state,
+            "cancelled",
+            farmhand=name,
+            message=f"cancelled by {by}",
+            at=now,
+        )
+    board.feed.job_changed(job_id)
+    board.metrics.transition("cancelled")
+    return "cancelled"
+
+
+async def retry(board: BoardState, job_id: str, *, by: str) -> None:
+    """Put a failed or cancelled job back in the queue with a fresh attempt budget."""
+    now = time.time()
+    async with board.db.write() as conn:
+        row = (await conn.execute(select(jobs.c.state).where(jobs.c.id == job_id))).first()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        if row.state not in ("failed", "cancelled"):
+            raise Conflict(
+                f"job {job_id} is {row.state}; only failed or cancelled jobs can be retried"
+            )
+        await conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.state == row.state)
+            .values(
+                state="queued",
+                attempts=0,
+                failed_by=[],
+                not_before=now,
+                queued_at=now,
+                error=None,
+                stage=None,
+                progress=0.0,
+                finished_at=None,
+                farmhand_id=None,
+                updated_at=now,
+            )
+        )
+        await record_event(conn, job_id, row.state, "queued", message=f"retried by {by}", at=now)
+    board.feed.job_changed(job_id)
+    board.feed.work_available()
+    board.metrics.transition("queued")
+
+
+async def set_priority(board: BoardState, job_id: str, priority: int, *, by: str) -> None:
+    now = time.time()
+    async with board.db.write() as conn:
+        result = await conn.execute(
+            update(jobs).where(jobs.c.id == job_id).values(priority=priority, updated_at=now)
+        )
+        if result.rowcount != 1:
+            raise NotFound(f"no job {job_id}")
+        state = (await conn.execute(select(jobs.c.state).where(jobs.c.id == job_id))).scalar()
+        await record_event(
+            conn, job_id, state, state, message=f"priority set to {priority} by {by}", at=now
+        )
+    board.feed.job_changed(job_id)
+
+
+# ---------------------------------------------------------------- lost leases (the reaper's verbs)
+
+
+async def requeue_lost(
+    board: BoardState, conn: AsyncConnection, job: Any, *, outcome: str, why: str, now: float
+) -> str:
+    """A lease that ended without a word from its holder (expired or stalled): the attempt counts;
+    the job goes back to the queue at once (it was not at fault) or fails when out of attempts.
+    ``job`` is a row with id, state, lease_token, attempts, max_attempts, farmhand_id."""
+    out_of_attempts = job.attempts >= job.max_attempts
+    to_state = "failed" if out_of_attempts else "queued"
+    message = why if not out_of_attempts else f"gave up after {job.attempts} attempts: {why}"
+    values: dict[str, Any] = {
+        "state": to_state,
+        "lease_token": None,
+        "lease_expires_at": None,
+        "stage": None if to_state == "queued" else "failed",
+        "eta_s": None,
+        "error": message,
+        "updated_at": now,
+    }
+    if to_state == "queued":
+        values.update(not_before=now, queued_at=now, farmhand_id=None, progress=0.0)
+    else:
+        values.update(finished_at=now)
+    result = await conn.execute(
+        update(jobs)
+        .where(
+            and_(
+                jobs.c.id == job.id,
+                jobs.c.lease_token == job.lease_token,
+                jobs.c.state.in_(ACTIVE_STATES),
+            )
+        )
+        .values(**values)
+    )
+    if result.rowcount != 1:
+        return job.state  # someone else (another board process) got there first
+    await _end_attempt(conn, job.lease_token, outcome, at=now, error=why)
+    await _farmhand_outcome(board, conn, job.farmhand_id, bad=True, why=why, at=now)
+    name = await _farmhand_name(conn, job.farmhand_id)
+    await record_event(conn, job.id, job.state, to_state, farmhand=name, message=message, at=now)
+    return to_state
+
+
+# ---------------------------------------------------------------- farmhand bookkeeping
+
+
+async def _farmhand_outcome(
+    board: BoardState,
+    conn: AsyncConnection,
+    farmhand_id: int | None,
+    *,
+    bad: bool,
+    why: str,
+    at: float,
+) -> None:
+    """Count a farmhand's retryable failures and lost leases in a row; quarantine at the limit."""
+    if farmhand_id is None:
+        return
+    if not bad:
+        await conn.execute(
+            update(farmhands).where(farmhands.c.id == farmhand_id).values(consecutive_failures=0)
+        )
+        return
+    await conn.execute(
+        update(farmhands)
+        .where(farmhands.c.id == farmhand_id)
+        .values(consecutive_failures=farmhands.c.consecutive_failures + 1)
+    )
+    limit = board.config.quarantine_after
+    if limit <= 0:
+        return
+    await conn.execute(
+        update(farmhands)
+        .where(
+            farmhands.c.id == farmhand_id,
+            farmhands.c.consecutive_failures >= limit,
+            farmhands.c.state == "active",
+        )
+        .values(
+            state="quarantined",
+            state_reason=f"quarantined after {limit} failed or lost jobs in a row (last: {why})"[
+                :2000
+            ],
+        )
+    )
+
+
+async def _farmhand_name(conn: AsyncConnection, farmhand_id: int | None) -> str | None:
+    if farmhand_id is None:
+        return None
+    return (
+        await conn.execute(select(farmhands.c.name).where(farmhands.c.id == farmhand_id))
+    ).scalar()
+
+
+def _dt(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)

@@ -1,0 +1,146 @@
+"""Submitter limits: what a submitter may ask for, and how a compilation is capped to fit.
+
+Checked at submit (clip count, the monthly render-seconds estimate) and applied again when a
+farmhand fetches the context (resolution, fps, clip count, forced watermark), so a limit an admin
+tightens later still holds for jobs already queued.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import msgspec
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from board.errors import BadRequest, Forbidden
+from board.models import jobs, media, outputs, submitters, usage
+from timeline.spec import Compilation, Watermark
+from wire import Limits
+
+
+@dataclass(frozen=True)
+class SubmitterLimits:
+    submitter_id: int
+    name: str
+    limits: Limits
+
+
+async def load_limits(conn: AsyncConnection, submitter_id: int) -> SubmitterLimits:
+    row = (await conn.execute(select(submitters).where(submitters.c.id == submitter_id))).first()
+    return SubmitterLimits(
+        submitter_id=row.id,
+        name=row.name,
+        limits=Limits(
+            max_width=row.max_width,
+            max_height=row.max_height,
+            max_fps=row.max_fps,
+            max_clips=row.max_clips,
+            forced_watermark=row.forced_watermark,
+            monthly_render_seconds=row.monthly_render_seconds,
+            storage_quota_bytes=row.storage_quota_bytes,
+        ),
+    )
+
+
+def _even(value: float) -> int:
+    return max(2, int(value) // 2 * 2)
+
+
+def apply_limits(compilation: Compilation, limits: Limits) -> tuple[Compilation, list[str]]:
+    """The compilation capped to the limits, and a line per change (shown to the farmhand and on
+    the dashboard). Resolution scales down keeping the aspect ratio."""
+    notes: list[str] = []
+    out = compilation.output
+    width, height, fps = out.width, out.height, out.fps
+    scale = 1.0
+    if limits.max_width and width > limits.max_width:
+        scale = min(scale, limits.max_width / width)
+    if limits.max_height and height > limits.max_height:
+        scale = min(scale, limits.max_height / height)
+    if scale < 1.0:
+        width, height = _even(width * scale), _even(height * scale)
+        notes.append(f"resolution capped to {width}x{height}")
+    if limits.max_fps and fps > limits.max_fps:
+        fps = limits.max_fps
+        notes.append(f"fps capped to {fps:g}")
+    changes: dict = {}
+    if (width, height, fps) != (out.width, out.height, out.fps):
+        changes["output"] = msgspec.structs.replace(out, width=width, height=height, fps=fps)
+    if limits.max_clips and len(compilation.clips) > limits.max_clips:
+        changes["clips"] = compilation.clips[: limits.max_clips]
+        notes.append(f"clips cut to the first {limits.max_clips}")
+    if limits.forced_watermark and (
+        compilation.watermark is None or compilation.watermark.media != limits.forced_watermark
+    ):
+        changes["watermark"] = Watermark(media=limits.forced_watermark)
+        notes.append("watermark forced by the submitter's limits")
+    if changes:
+        compilation = msgspec.structs.replace(compilation, **changes)
+    return compilation, notes
+
+
+def check_clip_count(compilation: Compilation, limits: Limits) -> None:
+    if limits.max_clips and len(compilation.clips) > limits.max_clips:
+        raise BadRequest(
+            f"{len(compilation.clips)} clips, but this submitter may use at most {limits.max_clips}"
+        )
+
+
+def month_of(epoch: float) -> str:
+    return time.strftime("%Y-%m", time.gmtime(epoch))
+
+
+async def render_seconds_committed(conn: AsyncConnection, submitter_id: int, now: float) -> float:
+    """Seconds rendered this month plus the estimates of this submitter's unfinished jobs."""
+    used = (
+        await conn.execute(
+            select(func.coalesce(func.sum(usage.c.render_seconds), 0.0)).where(
+                usage.c.submitter_id == submitter_id, usage.c.month == month_of(now)
+            )
+        )
+    ).scalar()
+    pending = (
+        await conn.execute(
+            select(func.coalesce(func.sum(jobs.c.estimate_s), 0.0)).where(
+                jobs.c.submitter_id == submitter_id,
+                jobs.c.state.in_(("queued", "claimed", "running")),
+            )
+        )
+    ).scalar()
+    return float(used) + float(pending)
+
+
+async def check_render_seconds(
+    conn: AsyncConnection, sub: SubmitterLimits, estimate_s: float, now: float
+) -> None:
+    """Refuse a submit whose honest estimate does not fit in what is left of the month."""
+    allowed = sub.limits.monthly_render_seconds
+    if allowed is None:
+        return
+    committed = await render_seconds_committed(conn, sub.submitter_id, now)
+    left = max(0.0, allowed - committed)
+    if estimate_s > left:
+        raise Forbidden(
+            f"this compilation is estimated at {estimate_s:.1f} s of video, but only {left:.1f} s "
+            f"of the {allowed:.0f} monthly render seconds are left for {sub.name}"
+        )
+
+
+async def storage_used(conn: AsyncConnection, submitter_id: int) -> int:
+    media_bytes = (
+        await conn.execute(
+            select(func.coalesce(func.sum(media.c.size), 0)).where(
+                media.c.submitter_id == submitter_id
+            )
+        )
+    ).scalar()
+    output_bytes = (
+        await conn.execute(
+            select(func.coalesce(func.sum(outputs.c.size), 0))
+            .select_from(outputs.join(jobs, jobs.c.id == outputs.c.job_id))
+            .where(jobs.c.submitter_id == submitter_id)
+        )
+    ).scalar()
+    return int(media_bytes) + int(output_bytes)

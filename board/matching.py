@@ -1,0 +1,48 @@
+"""What a farmhand can do, read from its verified capabilities, in the terms jobs ask for.
+
+Pure functions: the claim query (``board.claims``) turns a ``Skills`` into SQL predicates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from timeline.encoders import ENCODERS
+from wire import Capabilities
+
+CODECS = ("h264", "hevc", "av1")
+
+
+@dataclass(frozen=True)
+class Skills:
+    """The codecs a farmhand verified it can encode, split by hardware and software."""
+
+    hardware: frozenset[str]
+    software: frozenset[str]
+    tags: frozenset[str]
+    gpu_memory_mb: int
+
+    @property
+    def any_codec(self) -> frozenset[str]:
+        return self.hardware | self.software
+
+
+def skills_of(capabilities: Capabilities) -> Skills:
+    """Only encoders named in clipfarm's encoder table count; unknown names are ignored."""
+    hardware: set[str] = set()
+    software: set[str] = set()
+    for name in capabilities.encoders:
+        encoder = ENCODERS.get(name)
+        if encoder is None:
+            continue
+        (hardware if encoder.hardware else software).add(encoder.codec)
+    return Skills(
+        hardware=frozenset(hardware),
+        software=frozenset(software),
+        tags=frozenset(capabilities.tags),
+        gpu_memory_mb=max((g.memory_mb for g in capabilities.gpus), default=0),
+    )
+
+
+def tags_satisfied(required: list[str] | None, skills: Skills) -> bool:
+    return not required or set(required) <= skills.tags

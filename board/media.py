@@ -1,0 +1,146 @@
+"""Media uploads: streamed to storage, hashed on the way, probed with ffprobe, deduplicated per
+submitter by sha256. Non-media is refused with a message and leaves nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterable
+
+from sqlalchemy import insert, select
+
+from board.auth import Principal
+from board.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
+from board.ids import new_id
+from board.limits import load_limits, storage_used
+from board.models import job_media, jobs, media
+from board.state import BoardState
+from board.views import media_view
+from timeline.probe import MediaInfo, ProbeError, probe
+from wire import LEASE_HEADER, MediaView
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+def clean_filename(name: str | None) -> str:
+    """A display name safe to store and show: no directories, no control characters."""
+    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    base = _UNSAFE.sub("_", base).strip(" .")[:200]
+    return base or "upload"
+
+
+def probe_json(info: MediaInfo) -> dict:
+    return {
+        "duration_s": info.duration_s,
+        "has_video": info.has_video,
+        "has_audio": info.has_audio,
+        "image": info.image,
+        "width": info.width,
+        "height": info.height,
+        "fps": info.fps,
+        "rotation": info.rotation,
+        "format": info.format_name,
+        "video_codec": info.video_codec,
+        "audio_codec": info.audio_codec,
+    }
+
+
+async def upload_media(
+    board: BoardState,
+    who: Principal,
+    chunks: AsyncIterable[bytes],
+    *,
+    filename: str | None,
+    declared_size: int | None,
+) -> tuple[MediaView, bool]:
+    """Store an upload; returns the media and whether it was new (False: the same bytes were
+    uploaded before by this submitter, that media is returned)."""
+    if who.submitter_id is None:
+        raise Forbidden("only submitters own media; create a submitter token to upload")
+    max_bytes = board.config.max_upload_bytes
+    async with board.db.read() as conn:
+        sub = await load_limits(conn, who.submitter_id)
+        if sub.limits.storage_quota_bytes is not None:
+            left = sub.limits.storage_quota_bytes - await storage_used(conn, who.submitter_id)
+            max_bytes = min(max_bytes, max(0, left))
+    if declared_size is not None and declared_size > max_bytes:
+        raise PayloadTooLarge(
+            f"upload of {declared_size} bytes is over what {sub.name} may store ({max_bytes} bytes left)"
+        )
+    media_id = new_id("m")
+    key = f"media/{media_id[-2:]}/{media_id}"
+    written = await board.storage.put_stream(key, chunks, max_bytes=max_bytes)
+    name = clean_filename(filename)
+    try:
+        if written.size == 0:
+            raise BadRequest(f"{name}: the upload is empty")
+        try:
+            info = await asyncio.to_thread(probe, board.storage.local_path(key), label=name)
+        except ProbeError as exc:
+            raise BadRequest(f"{exc.message} — upload a video, audio or image file") from None
+        async with board.db.write() as conn:
+            same = (
+                await conn.execute(
+                    select(media)
+                    .where(
+                        media.c.submitter_id == who.submitter_id, media.c.sha256 == written.sha256
+                    )
+                    .limit(1)
+                )
+            ).first()
+            if same is not None:
+                board.storage.delete(key)
+                return media_view(same), False
+            row = {
+                "id": media_id,
+                "submitter_id": who.submitter_id,
+                "sha256": written.sha256,
+                "size": written.size,
+                "filename": name,
+                "storage_key": key,
+                "probe": probe_json(info),
+                "duration_s": info.duration_s,
+                "created_at": time.time(),
+            }
+            await conn.execute(insert(media).values(**row))
+    except BaseException:
+        board.storage.delete(key)
+        raise
+    return media_view(row), True
+
+
+async def get_media(board: BoardState, who: Principal, media_id: str) -> dict:
+    """The media row, if ``who`` may see it: its owner or an admin (others get 404)."""
+    async with board.db.read() as conn:
+        row = (await conn.execute(select(media).where(media.c.id == media_id))).first()
+    if row is None or not (who.is_admin or row.submitter_id == who.submitter_id):
+        raise NotFound(f"no media {media_id}")
+    return row
+
+
+async def media_for_farmhand(board: BoardState, media_id: str, lease_token: str | None):
+    """A farmhand may download media only for the job its lease holds."""
+    if not lease_token:
+        raise Forbidden(
+            f"a farmhand downloads media with the {LEASE_HEADER} header of the job it holds"
+        )
+    async with board.db.read() as conn:
+        row = (
+            await conn.execute(
+                select(media)
+                .select_from(
+                    media.join(job_media, job_media.c.media_id == media.c.id).join(
+                        jobs, jobs.c.id == job_media.c.job_id
+                    )
+                )
+                .where(
+                    media.c.id == media_id,
+                    jobs.c.lease_token == lease_token,
+                    jobs.c.state.in_(("claimed", "running")),
+                )
+            )
+        ).first()
+    if row is None:
+        raise NotFound(f"no media {media_id} for the job this lease holds")
+    return row

@@ -1,0 +1,73 @@
+"""In-process wake-ups: "there may be work" for long-polling claimers, "this job changed" for
+SSE streams.
+
+Both are hints, never the source of truth: a woken claimer re-runs the claim query, an SSE stream
+re-reads the job. Other board processes (PostgreSQL scale-out) are covered by the waiters' own
+short re-check interval, so a missed hint costs latency, never correctness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class Signal:
+    """A broadcast edge: ``wait()`` returns when ``fire()`` is called after it began (or on
+    timeout). Cheap for thousands of waiters: one Event per generation."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def fire(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    def arm(self) -> asyncio.Event:
+        """The event the next ``fire()`` sets: take it *before* looking for work, then wait on
+        it with ``wait_armed`` so a fire between the look and the wait is not missed."""
+        return self._event
+
+    async def wait(self, timeout: float) -> bool:
+        """True when fired, False on timeout."""
+        return await wait_armed(self._event, timeout)
+
+
+async def wait_armed(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for an armed event; True when set, False on timeout."""
+    if event.is_set():
+        return True
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+class JobFeed:
+    """Per-job change notifications plus a farm-wide one (the dashboard's live view)."""
+
+    def __init__(self) -> None:
+        self.work = Signal()  # a job became claimable (submitted, requeued, released, retried)
+        self.any_change = Signal()
+        self._jobs: dict[str, Signal] = {}
+        self._listeners: dict[str, int] = {}
+
+    def job_changed(self, job_id: str) -> None:
+        signal = self._jobs.get(job_id)
+        if signal is not None:
+            signal.fire()
+        self.any_change.fire()
+
+    def work_available(self) -> None:
+        self.work.fire()
+
+    async def wait_job(self, job_id: str, timeout: float) -> bool:
+        signal = self._jobs.setdefault(job_id, Signal())
+        self._listeners[job_id] = self._listeners.get(job_id, 0) + 1
+        try:
+            return await signal.wait(timeout)
+        finally:
+            self._listeners[job_id] -= 1
+            if self._listeners[job_id] == 0:
+                del self._listeners[job_id]
+                self._jobs.pop(job_id, None)

@@ -1,0 +1,221 @@
+"""Rendered outputs: the resumable, verified upload from a farmhand and the committed result.
+
+Protocol (``PUT /api/v1/farmhand/jobs/{id}/output``): headers ``X-Lease-Token``,
+``X-Upload-Sha256`` and ``X-Upload-Size`` declare the whole file; ``Content-Range: bytes
+START-END/TOTAL`` says where this body goes (absent = from 0). The answer is an ``UploadStatus``:
+after a broken connection the farmhand asks (``GET`` same URL) how much arrived and continues from
+``received``. When the last byte arrives the file is checked against the declared size and sha256
+and moved to a per-lease name that nothing serves until ``complete`` commits it in the database —
+so a partial or wrong file is never visible, and a zombie's upload can never replace the output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterable
+
+from sqlalchemy import select
+
+from board.errors import BadRequest, Conflict, RangeNotSatisfiable
+from board.lifecycle import complete, held_job
+from board.models import jobs, outputs
+from board.state import BoardState
+from timeline.probe import ProbeError, probe
+from wire import Complete, UploadStatus
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+|\*)/(\d+)$")
+THUMBNAIL_MAX = 5 * 1024 * 1024
+_locks: dict[str, asyncio.Lock] = {}
+
+
+def _lease_tag(lease_token: str) -> str:
+    return hashlib.sha256(lease_token.encode()).hexdigest()[:24]
+
+
+def part_key(job_id: str, lease_token: str) -> str:
+    return f"uploads/{job_id}.{_lease_tag(lease_token)}.part"
+
+
+def staged_key(job_id: str, lease_token: str) -> str:
+    return f"outputs/{job_id}/{_lease_tag(lease_token)}.mp4"
+
+
+def thumb_key(job_id: str, lease_token: str) -> str:
+    return f"outputs/{job_id}/{_lease_tag(lease_token)}.jpg"
+
+
+async def _check_lease(board: BoardState, job_id: str, lease_token: str | None) -> None:
+    if not lease_token:
+        raise BadRequest("X-Lease-Token header missing")
+    async with board.db.read() as conn:
+        await held_job(conn, job_id, lease_token)
+
+
+def _declared(sha256: str | None, size: str | None, max_bytes: int) -> tuple[str, int]:
+    sha = (sha256 or "").lower()
+    if not _SHA256.match(sha):
+        raise BadRequest("X-Upload-Sha256 must be the file's sha256 as 64 hex digits")
+    try:
+        total = int(size or "")
+    except ValueError:
+        raise BadRequest("X-Upload-Size must be the file's size in bytes") from None
+    if total <= 0:
+        raise BadRequest("X-Upload-Size must be positive: an empty output is not a video")
+    if total > max_bytes:
+        raise BadRequest(f"X-Upload-Size {total} is over the board's limit of {max_bytes} bytes")
+    return sha, total
+
+
+def _start_of(content_range: str | None, total: int) -> int:
+    if not content_range:
+        return 0
+    match = _CONTENT_RANGE.match(content_range.strip())
+    if not match or int(match.group(3)) != total:
+        raise BadRequest(f"Content-Range {content_range!r} must be 'bytes START-END/{total}'")
+    return int(match.group(1))
+
+
+async def upload_status(board: BoardState, job_id: str, lease_token: str | None) -> UploadStatus:
+    await _check_lease(board, job_id, lease_token)
+    return _status(board, job_id, lease_token)
+
+
+def _status(board: BoardState, job_id: str, lease_token: str) -> UploadStatus:
+    storage = board.storage
+    staged = staged_key(job_id, lease_token)
+    if storage.exists(staged):
+        size = storage.size(staged)
+        return UploadStatus(received=size, size=size, complete=True)
+    part = part_key(job_id, lease_token)
+    meta = _read_meta(board, part)
+    received = storage.size(part) if storage.exists(part) else 0
+    return UploadStatus(received=received, size=meta.get("size") if meta else None)
+
+
+def _read_meta(board: BoardState, part: str) -> dict | None:
+    path = board.storage.local_path(part + ".json")
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _write_meta(board: BoardState, part: str, sha: str, size: int) -> None:
+    board.storage.local_path(part + ".json").write_text(json.dumps({"sha256": sha, "size": size}))
+
+
+def _discard(board: BoardState, part: str) -> None:
+    board.storage.delete(part)
+    board.storage.delete(part + ".json")
+
+
+async def receive_output(
+    board: BoardState,
+    job_id: str,
+    *,
+    lease_token: str | None,
+    sha256: str | None,
+    size: str | None,
+    content_range: str | None,
+    chunks: AsyncIterable[bytes],
+) -> UploadStatus:
+    """Append one body of the output upload; verify and stage the file when it is whole."""
+    await _check_lease(board, job_id, lease_token)  # 409 before anything else
+    sha, total = _declared(sha256, size, board.config.max_upload_bytes)
+    start = _start_of(content_range, total)
+    part = part_key(job_id, lease_token)
+    lock = _locks.setdefault(part, asyncio.Lock())
+    async with lock:
+        storage = board.storage
+        meta = _read_meta(board, part)
+        if meta != {"sha256": sha, "size": total} or start == 0:
+            _discard(board, part)  # a new file (or a restart from zero): begin afresh
+            storage.delete(staged_key(job_id, lease_token))
+            _write_meta(board, part, sha, total)
+        received = storage.size(part) if storage.exists(part) else 0
+        if start != received:
+            raise RangeNotSatisfiable(
+                f"upload continues at byte {start}, but the board has {received} bytes; "
+                f"resume from {received}"
+            )
+        received = await storage.append(part, chunks, max_total=total)
+        if received < total:
+            return UploadStatus(received=received, size=total, complete=False)
+        actual = await storage.sha256(part)
+        if actual != sha:
+            _discard(board, part)
+            raise BadRequest(
+                f"sha256 mismatch: the board received {actual}, the farmhand "
+                f"declared {sha}; upload again from byte 0"
+            )
+        staged = staged_key(job_id, lease_token)
+        storage.move_in(storage.local_path(part), staged)
+        storage.local_path(staged + ".json").write_text(json.dumps({"sha256": sha, "size": total}))
+        storage.delete(part + ".json")
+    _locks.pop(part, None)
+    return UploadStatus(received=total, size=total, complete=True)
+
+
+async def receive_thumbnail(
+    board: BoardState, job_id: str, lease_token: str | None, chunks: AsyncIterable[bytes]
+) -> None:
+    await _check_lease(board, job_id, lease_token)
+    key = thumb_key(job_id, lease_token)
+    written = await board.storage.put_stream(key, chunks, max_bytes=THUMBNAIL_MAX)
+    with open(board.storage.local_path(key), "rb") as f:
+        magic = f.read(8)
+    if written.size == 0 or not (magic.startswith(b"\xff\xd8") or magic.startswith(b"\x89PNG")):
+        board.storage.delete(key)
+        raise BadRequest("a thumbnail must be a JPEG or PNG image")
+
+
+async def complete_job(board: BoardState, job_id: str, done: Complete) -> None:
+    """Commit the staged output of this lease and mark the job succeeded."""
+    await _check_lease(board, job_id, done.lease_token)
+    staged = staged_key(job_id, done.lease_token)
+    if not board.storage.exists(staged):
+        raise Conflict(
+            f"job {job_id}: no complete, verified output was uploaded under this lease; "
+            "upload it before completing"
+        )
+    path = board.storage.local_path(staged)
+    try:
+        info = await asyncio.to_thread(probe, path, label=f"output of job {job_id}")
+    except ProbeError as exc:
+        raise BadRequest(f"the uploaded output is not a readable video: {exc.message}") from None
+    if not info.has_video or not info.duration_s:
+        raise BadRequest(f"the uploaded output of job {job_id} has no video stream")
+    thumb = thumb_key(job_id, done.lease_token)
+    await complete(
+        board,
+        job_id,
+        done,
+        output={
+            "sha256": json.loads(board.storage.local_path(staged + ".json").read_text())["sha256"],
+            "size": board.storage.size(staged),
+            "duration_s": info.duration_s,
+            "width": info.width,
+            "height": info.height,
+            "storage_key": staged,
+            "thumbnail_key": thumb if board.storage.exists(thumb) else None,
+        },
+    )
+
+
+async def output_location(board: BoardState, job_id: str) -> tuple[str, str | None, int]:
+    """(storage key, thumbnail key, size) of a succeeded job's output."""
+    async with board.db.read() as conn:
+        row = (
+            await conn.execute(
+                select(outputs.c.storage_key, outputs.c.thumbnail_key, outputs.c.size)
+                .select_from(outputs.join(jobs, jobs.c.id == outputs.c.job_id))
+                .where(outputs.c.job_id == job_id, jobs.c.state == "succeeded")
+            )
+        ).first()
+    if row is None:
+        return "", None, 0
+    return row.storage_key, row.thumbnail_key, row.size

@@ -1,0 +1,78 @@
+"""The lease reaper: puts back jobs whose farmhand went silent or whose render hung.
+
+- **Expired lease**: no heartbeat for ``BOARD_LEASE_S`` (farmhand died, network gone) → requeued
+  at once with the attempt counted, or failed when out of attempts.
+- **Stall**: heartbeats keep coming but progress has not advanced for ``BOARD_STALL_S`` (a hung
+  ffmpeg) → treated like a lost lease; the farmhand's next heartbeat gets 409 and it aborts.
+
+Every board process runs one; the fenced update in ``lifecycle.requeue_lost`` makes concurrent
+reapers harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from sqlalchemy import and_, or_, select
+
+from board.lifecycle import requeue_lost
+from board.models import jobs
+from board.state import BoardState
+
+log = logging.getLogger("board.reaper")
+BATCH = 100
+
+
+async def reap_expired_leases(board: BoardState) -> int:
+    """One pass: requeue (or fail) every expired or stalled job. Returns how many moved."""
+    now = time.time()
+    expired = and_(jobs.c.state.in_(("claimed", "running")), jobs.c.lease_expires_at < now)
+    stalled = and_(jobs.c.state == "running", jobs.c.progress_at < now - board.config.stall_s)
+    query = (
+        select(
+            jobs.c.id,
+            jobs.c.state,
+            jobs.c.lease_token,
+            jobs.c.attempts,
+            jobs.c.max_attempts,
+            jobs.c.farmhand_id,
+            jobs.c.lease_expires_at,
+        )
+        .where(or_(expired, stalled))
+        .limit(BATCH)
+    )
+    async with board.db.read() as conn:
+        candidates = (await conn.execute(query)).all()
+    if not candidates:
+        return 0
+    moved: list[tuple[str, str]] = []
+    async with board.db.write() as conn:
+        for job in candidates:
+            if job.lease_expires_at is not None and job.lease_expires_at < now:
+                outcome, why = "lost", "lease expired: the farmhand stopped sending heartbeats"
+            else:
+                outcome = "stalled"
+                why = f"stalled: no progress for {board.config.stall_s:.0f} s"
+            to_state = await requeue_lost(board, conn, job, outcome=outcome, why=why, now=now)
+            moved.append((job.id, to_state))
+    for job_id, to_state in moved:
+        board.feed.job_changed(job_id)
+        board.metrics.transition(to_state)
+        log.info("job %s: lease lost, now %s", job_id, to_state)
+    if any(state == "queued" for _, state in moved):
+        board.feed.work_available()
+    return len(moved)
+
+
+async def run_reaper(board: BoardState) -> None:
+    """Reap forever, every ``BOARD_REAP_INTERVAL_S``; errors are logged, never fatal."""
+    while True:
+        try:
+            await reap_expired_leases(board)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reaper pass failed; trying again")
+        await asyncio.sleep(board.config.reap_interval_s)

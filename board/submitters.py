@@ -1,0 +1,68 @@
+"""Submitters: who they are, their limits, what they used this month."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+from sqlalchemy import func, select, update
+
+from board.errors import BadRequest, NotFound
+from board.limits import load_limits, month_of, storage_used
+from board.models import media, submitters, usage
+from board.state import BoardState
+from wire import Limits, SubmitterView
+
+
+async def get_submitter(board: BoardState, name: str) -> SubmitterView:
+    now = time.time()
+    async with board.db.read() as conn:
+        row = (await conn.execute(select(submitters.c.id).where(submitters.c.name == name))).first()
+        if row is None:
+            raise NotFound(f"no submitter named {name!r}")
+        sub = await load_limits(conn, row.id)
+        month = month_of(now)
+        used = (
+            await conn.execute(
+                select(func.coalesce(func.sum(usage.c.render_seconds), 0.0)).where(
+                    usage.c.submitter_id == row.id, usage.c.month == month
+                )
+            )
+        ).scalar()
+        stored = await storage_used(conn, row.id)
+    return SubmitterView(
+        name=name, limits=sub.limits, render_seconds_this_month=float(used), storage_bytes=stored
+    )
+
+
+async def list_submitters(board: BoardState) -> list[SubmitterView]:
+    async with board.db.read() as conn:
+        names = (
+            (await conn.execute(select(submitters.c.name).order_by(submitters.c.name)))
+            .scalars()
+            .all()
+        )
+    return [await get_submitter(board, name) for name in names]
+
+
+async def set_limits(board: BoardState, name: str, limits: Limits) -> SubmitterView:
+    """Replace a submitter's limits (fields left out mean no limit)."""
+    async with board.db.write() as conn:
+        if limits.forced_watermark:
+            found = (
+                await conn.execute(
+                    select(media.c.id, media.c.probe).where(media.c.id == limits.forced_watermark)
+                )
+            ).first()
+            if found is None:
+                raise BadRequest(f"forced watermark: unknown media id {limits.forced_watermark!r}")
+            if not (found.probe or {}).get("has_video"):
+                raise BadRequest("forced watermark: that media is not an image or video")
+        result = await conn.execute(
+            update(submitters)
+            .where(submitters.c.name == name)
+            .values(**msgspec.structs.asdict(limits))
+        )
+        if result.rowcount == 0:
+            raise NotFound(f"no submitter named {name!r}")
+    return await get_submitter(board, name)

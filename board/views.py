@@ -1,0 +1,109 @@
+"""Database rows → the wire structs clients see. No queries here: callers select the columns."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import select
+
+from board.models import farmhands, jobs, outputs, submitters
+from wire import API, Capabilities, FarmhandView, JobView, MediaView, OutputInfo, Requirements
+
+
+def to_dt(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+def job_select():
+    """Columns for ``job_view``: the job, its submitter's and farmhand's names, its output."""
+    return select(
+        jobs,
+        submitters.c.name.label("submitter_name"),
+        farmhands.c.name.label("farmhand_name"),
+        outputs.c.size.label("out_size"),
+        outputs.c.sha256.label("out_sha256"),
+        outputs.c.duration_s.label("out_duration_s"),
+        outputs.c.width.label("out_width"),
+        outputs.c.height.label("out_height"),
+        outputs.c.thumbnail_key.label("out_thumbnail_key"),
+    ).select_from(
+        jobs.join(submitters, submitters.c.id == jobs.c.submitter_id)
+        .outerjoin(farmhands, farmhands.c.id == jobs.c.farmhand_id)
+        .outerjoin(outputs, outputs.c.job_id == jobs.c.id)
+    )
+
+
+def job_view(row: Any) -> JobView:
+    output = None
+    if row.out_size is not None:
+        output = OutputInfo(
+            size=row.out_size,
+            sha256=row.out_sha256,
+            duration_s=row.out_duration_s,
+            width=row.out_width,
+            height=row.out_height,
+            url=f"{API}/jobs/{row.id}/output",
+            thumbnail_url=f"{API}/jobs/{row.id}/thumbnail" if row.out_thumbnail_key else None,
+        )
+    return JobView(
+        id=row.id,
+        title=row.title,
+        state=row.state,
+        priority=row.priority,
+        submitter=row.submitter_name,
+        created_at=to_dt(row.created_at),
+        updated_at=to_dt(row.updated_at),
+        requirements=msgspec.convert(row.requirements, Requirements),
+        attempts=row.attempts,
+        max_attempts=row.max_attempts,
+        stage=row.stage,
+        progress=row.progress or 0.0,
+        eta_s=row.eta_s,
+        farmhand=row.farmhand_name,
+        encoder=row.encoder,
+        error=row.error,
+        idempotency_key=row.idempotency_key,
+        not_before=to_dt(row.not_before) if row.state == "queued" else None,
+        claimed_at=to_dt(row.claimed_at),
+        finished_at=to_dt(row.finished_at),
+        estimate_s=row.estimate_s,
+        output=output,
+    )
+
+
+def media_view(row: Any) -> MediaView:
+    get = row.get if isinstance(row, dict) else row._mapping.get
+    info = get("probe") or {}
+    return MediaView(
+        id=get("id"),
+        sha256=get("sha256"),
+        size=get("size"),
+        filename=get("filename"),
+        created_at=to_dt(get("created_at")),
+        duration_s=get("duration_s"),
+        width=info.get("width") or None,
+        height=info.get("height") or None,
+        has_video=bool(info.get("has_video")),
+        has_audio=bool(info.get("has_audio")),
+        image=bool(info.get("image")),
+        url=f"{API}/media/{get('id')}/content",
+    )
+
+
+def farmhand_view(row: Any, *, now: float, lease_s: float, current_jobs: list[str]) -> FarmhandView:
+    caps = msgspec.convert(row.capabilities, Capabilities) if row.capabilities else None
+    return FarmhandView(
+        name=row.name,
+        state=row.state,
+        online=row.last_seen_at > now - lease_s,
+        reason=row.state_reason,
+        paused_by_owner=bool(row.owner_paused),
+        owner_reason=row.owner_reason,
+        last_seen_at=to_dt(row.last_seen_at),
+        capabilities=caps,
+        current_jobs=current_jobs,
+        consecutive_failures=row.consecutive_failures,
+        jobs_done=row.jobs_done,
+    )
