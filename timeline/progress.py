@@ -84,6 +84,7 @@ class ProgressTracker:
         self._clock = clock
         self._lock = threading.Lock()
         self._weights: dict[str, float] = {}
+        self._lengths: dict[str, float] = {}
         self._video: dict[str, bool] = {}
         self._done: dict[str, float] = {}
         self._rates: dict[str, tuple[float | None, float | None]] = {}
@@ -91,10 +92,14 @@ class ProgressTracker:
         self._last_sent = -1.0
         self._last_fraction = 0.0
 
-    def add_job(self, job: str, weight_s: float, *, video: bool) -> None:
-        """Register a job making ``weight_s`` seconds of output (``video`` counts to out_time)."""
+    def add_job(
+        self, job: str, weight_s: float, *, length_s: float | None = None, video: bool
+    ) -> None:
+        """Register a job worth ``weight_s`` seconds of the render that writes ``length_s``
+        seconds of output (default: ``weight_s``). ``video`` jobs count towards out_time_s."""
         with self._lock:
             self._weights[job] = max(weight_s, 1e-6)
+            self._lengths[job] = max(length_s if length_s is not None else weight_s, 1e-6)
             self._video[job] = video
             self._done[job] = 0.0
 
@@ -104,7 +109,8 @@ class ProgressTracker:
             weight = self._weights.get(job)
             if weight is None:
                 return
-            self._done[job] = weight if report.done else min(report.out_time_s, weight)
+            share = 1.0 if report.done else min(report.out_time_s / self._lengths[job], 1.0)
+            self._done[job] = weight * share
             self._rates[job] = (None, None) if report.done else (report.fps, report.speed)
             progress = self._snapshot(force=False)
         if progress is not None and self._callback is not None:
@@ -138,7 +144,11 @@ class ProgressTracker:
             fps=sum(fps_values) if fps_values else None,
             speed=sum(speed_values) if speed_values else None,
             eta_s=eta,
-            out_time_s=sum(d for j, d in self._done.items() if self._video[j]),
+            out_time_s=sum(
+                done / self._weights[job] * self._lengths[job]
+                for job, done in self._done.items()
+                if self._video[job]
+            ),
         )
 
 

@@ -96,20 +96,31 @@ class Output(Struct, forbid_unknown_fields=True, omit_defaults=True):
 
 
 class Transitions(Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """How neighbours are joined: an xfade of ``duration`` and/or stingers between clips."""
+    """How neighbours are joined: an xfade of ``duration`` and/or stingers between clips.
+
+    ``effects``, when given, replaces ``effect``: the i-th xfade join uses ``effects[i % n]``.
+    ``order`` is about the transitions, never the clips (clips always keep their order):
+    ``sequence`` cycles through ``effects`` and ``stingers`` as written; ``random`` draws each
+    join's effect and stinger with ``random.Random(seed)`` (``seed`` None means 0), so the same
+    seed always gives the same choices.
+    """
 
     effect: str = "fade"
     duration: Annotated[float, Meta(ge=0, le=10)] = 0.5
     stingers: Annotated[list[Source], Meta(max_length=50)] = []
     order: Order = "sequence"
     seed: int | None = None
+    effects: Annotated[list[str], Meta(max_length=50)] = []
 
     def __post_init__(self) -> None:
-        if self.effect not in XFADE_EFFECTS:
-            raise ValueError(
-                f"unknown transition effect {self.effect!r}; known: "
-                + ", ".join(sorted(XFADE_EFFECTS))
-            )
+        for name, value in [("effect", self.effect)] + [
+            (f"effects[{i}]", e) for i, e in enumerate(self.effects)
+        ]:
+            if value not in XFADE_EFFECTS:
+                raise ValueError(
+                    f"unknown transition {name} {value!r}; known: "
+                    + ", ".join(sorted(XFADE_EFFECTS))
+                )
 
 
 class Watermark(Source, forbid_unknown_fields=True, omit_defaults=True):

@@ -1,0 +1,207 @@
+"""The filter graphs: one per video segment, one for the whole audio track.
+
+Video: every input is normalised to the output (constant fps, fit with aspect kept, square
+pixels, yuv420p) and cut to an exact frame count; neighbours are blended with xfade; overlays and
+the watermark are drawn in the same pass, so every frame is decoded once and encoded once.
+
+Audio: every item's sound is resampled to 48 kHz stereo (silence for silent clips), padded or cut
+to exactly its video length in samples, and chained with acrossfade (xfade joins) or concat
+(cuts); the music is looped, faded, ducked under the clips with sidechaincompress and mixed in.
+
+Functions here only build strings; ``segments.py`` turns them into ffmpeg command lines.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from timeline.plan import SAMPLE_RATE, PlanItem, RenderPlan, Segment
+from timeline.text import overlay_filters
+
+PIX_FMT = "yuv420p"
+AUDIO_FORMAT = f"aformat=sample_fmts=fltp:sample_rates={SAMPLE_RATE}:channel_layouts=stereo"
+
+
+def _even(value: float) -> int:
+    return max(2, round(value / 2) * 2)
+
+
+def _fps(fps: Fraction) -> str:
+    return f"{fps.numerator}/{fps.denominator}"
+
+
+def fit_size(aspect: float, width: int, height: int, fit: str) -> tuple[int, int]:
+    """The size a picture of display ``aspect`` is scaled to: inside the output for ``contain``
+    (and the sharp layer of ``blur``), covering it for ``cover``. Even, aspect kept."""
+    if aspect <= 0:
+        return width, height
+    wider = aspect >= width / height
+    if fit == "cover":
+        return (_even(height * aspect), height) if wider else (width, _even(width / aspect))
+    return (width, _even(width / aspect)) if wider else (_even(height * aspect), height)
+
+
+def fit_filters(item: PlanItem, plan: RenderPlan, src: str, dst: str, tag: str) -> list[str]:
+    """Graph statements scaling ``[src]`` into the output as ``plan.fit`` asks, to ``[dst]``.
+
+    Frames arrive already turned upright (ffmpeg applies the display matrix), so the probe's
+    display aspect (rotation and SAR applied) is the aspect to keep."""
+    assert item.info is not None
+    width, height = plan.width, plan.height
+    aspect = item.info.display_aspect
+    w, h = fit_size(aspect, width, height, "contain")
+    if abs(w - width) <= 2 and abs(h - height) <= 2:
+        return [f"[{src}]scale={width}:{height},setsar=1[{dst}]"]  # same shape: no bars, no crop
+    if plan.fit == "cover":
+        cw, ch = fit_size(aspect, width, height, "cover")
+        return [f"[{src}]scale={cw}:{ch},setsar=1,crop={width}:{height}[{dst}]"]
+    if plan.fit == "contain":
+        return [
+            f"[{src}]scale={w}:{h},setsar=1,"
+            f"pad={width}:{height}:{(width - w) // 2}:{(height - h) // 2}:color=black[{dst}]"
+        ]
+    # blur: the picture itself, sharp, over a blurred copy covering the frame. The copy is
+    # blurred at a quarter of the size: same look, a sixteenth of the work.
+    qw, qh = _even(width / 4), _even(height / 4)
+    bw, bh = fit_size(aspect, qw, qh, "cover")
+    sigma = max(2.0, min(qw, qh) / 12)
+    return [
+        f"[{src}]split=2[{tag}bg][{tag}fg]",
+        f"[{tag}bg]scale={bw}:{bh},setsar=1,crop={qw}:{qh},gblur=sigma={sigma:.1f},"
+        f"scale={width}:{height},setsar=1[{tag}bgb]",
+        f"[{tag}fg]scale={w}:{h},setsar=1[{tag}fgs]",
+        f"[{tag}bgb][{tag}fgs]overlay={(width - w) // 2}:{(height - h) // 2}[{dst}]",
+    ]
+
+
+def item_video(
+    item: PlanItem, plan: RenderPlan, src: str, dst: str, frames: int, font: str | None, tag: str
+) -> list[str]:
+    """Statements turning input ``[src]`` (already seeked to the first wanted frame) into
+    exactly ``frames`` normalised frames of ``item`` at ``[dst]``, overlays drawn."""
+    assert item.info is not None
+    rate = f"fps={_fps(plan.fps)}"
+    # resample the rate before scaling when it drops frames (less to scale), after when it adds
+    rate_first = item.info.fps <= 0 or item.info.fps > float(plan.fps)
+    statements = [f"[{src}]{rate + ',' if rate_first else ''}setpts=PTS-STARTPTS[{tag}in]"]
+    statements += fit_filters(item, plan, f"{tag}in", f"{tag}fit", tag)
+    tail = [] if rate_first else [rate, "setpts=PTS-STARTPTS"]
+    # a source a little shorter than its probe said repeats its last frame instead of ending
+    tail += ["tpad=stop=-1:stop_mode=clone", f"trim=end_frame={frames}"]
+    tail += overlay_filters(item.title, item.creator, plan.width, plan.height, font)
+    tail.append(f"format={PIX_FMT}")
+    statements.append(f"[{tag}fit]{','.join(tail)}[{dst}]")
+    return statements
+
+
+def segment_graph(
+    plan: RenderPlan,
+    segment: Segment,
+    *,
+    watermark_input: int | None,
+    upload: str,
+    font: str | None,
+) -> str:
+    """The filter graph of one video segment. Input 0 is the segment's item, input 1 the next
+    item (when the segment ends in an xfade), ``watermark_input`` the watermark. Output ``[v]``."""
+    item = plan.items[segment.item]
+    statements = item_video(item, plan, "0:v", "body", segment.frames, font, "a")
+    last = "body"
+    if segment.head_frames:
+        head = plan.items[segment.item + 1]
+        statements += item_video(head, plan, "1:v", "head", segment.head_frames, font, "b")
+        offset = plan.seconds(segment.frames - segment.head_frames)
+        duration = plan.seconds(segment.head_frames)
+        statements.append(
+            f"[body][head]xfade=transition={segment.effect}:duration={duration:.6f}"
+            f":offset={offset:.6f}[mixed]"
+        )
+        last = "mixed"
+    mark = plan.watermark
+    if mark is not None and watermark_input is not None:
+        statements.append(
+            f"[{watermark_input}:v]scale={mark.width}:-2,format=rgba,"
+            f"colorchannelmixer=aa={mark.opacity:.3f}[mark]"
+        )
+        x, y = _corner(mark.position, mark.margin)
+        eof = "" if mark.still else ":shortest=1"
+        statements.append(f"[{last}][mark]overlay=x={x}:y={y}{eof}[marked]")
+        last = "marked"
+    final = f"format={PIX_FMT}" + (f",{upload}" if upload else "")
+    statements.append(f"[{last}]{final}[v]")
+    return ";\n".join(statements)
+
+
+def _corner(position: str, margin: int) -> tuple[str, str]:
+    x = {"left": str(margin), "right": f"main_w-overlay_w-{margin}"}
+    y = {"top": str(margin), "bottom": f"main_h-overlay_h-{margin}"}
+    if position == "center":
+        return "(main_w-overlay_w)/2", "(main_h-overlay_h)/2"
+    vertical, horizontal = position.split("-")
+    return x[horizontal], y[vertical]
+
+
+def audio_graph(plan: RenderPlan, inputs: dict[int, int], music_input: int | None) -> str:
+    """The filter graph of the whole audio track, output ``[a]``.
+
+    ``inputs`` maps an item's index to its ffmpeg input number (items without sound are absent
+    and get silence); ``music_input`` is the looped music's input number."""
+    statements = []
+    for i, item in enumerate(plan.items):
+        length = plan.sample_at(item.end_frame) - plan.sample_at(item.start_frame)
+        if i in inputs:
+            # first_pts=0: sound that starts after the picture is delayed, not pulled early
+            source = (
+                f"[{inputs[i]}:a]aresample={SAMPLE_RATE}:async=1:first_pts=0,{AUDIO_FORMAT},apad"
+            )
+        else:
+            source = f"anullsrc=r={SAMPLE_RATE}:cl=stereo,{AUDIO_FORMAT}"
+        statements.append(f"{source},atrim=end_sample={length},asetpts=N/SR/TB[i{i}]")
+    last = "i0"
+    for join in plan.joins:
+        nxt = f"i{join.index + 1}"
+        out = f"j{join.index}"
+        if join.frames:
+            start = plan.items[join.index + 1].start_frame
+            overlap = plan.sample_at(start + join.frames) - plan.sample_at(start)
+            statements.append(f"[{last}][{nxt}]acrossfade=ns={overlap}:c1=tri:c2=tri[{out}]")
+        else:
+            statements.append(f"[{last}][{nxt}]concat=n=2:v=0:a=1[{out}]")
+        last = out
+    music = plan.music
+    if music is None or music_input is None:
+        statements.append(f"[{last}]anull[a]")
+        return ";\n".join(statements)
+
+    start = plan.sample_at(music.start_frame)
+    end = plan.sample_at(music.end_frame)
+    fade = plan.sample_at(music.end_frame) - plan.sample_at(music.end_frame - music.fade_frames)
+    fade_in = min(SAMPLE_RATE // 4, (end - start) // 4)  # a quarter second, so it never clicks
+    bed = [
+        f"aresample={SAMPLE_RATE}",
+        AUDIO_FORMAT,
+        f"atrim=end_sample={end - start}",
+        "asetpts=N/SR/TB",
+        f"volume={music.volume:.3f}",
+        f"afade=t=in:ss=0:ns={fade_in}",
+    ]
+    if fade:
+        bed.append(f"afade=t=out:ss={end - start - fade}:ns={fade}")
+    statements.append(f"[{music_input}:a]{','.join(bed)}[bed]")
+    if music.duck:
+        # the clips' own sound, over the music's span, keys a compressor on the music
+        statements.append(f"[{last}]asplit=2[main][keyfull]")
+        statements.append(
+            f"[keyfull]atrim=start_sample={start}:end_sample={end},asetpts=N/SR/TB[key]"
+        )
+        statements.append(
+            "[bed][key]sidechaincompress=threshold=0.02:ratio=8:attack=10:release=350[ducked]"
+        )
+        bed_label, main_label = "ducked", "main"
+    else:
+        bed_label, main_label = "bed", last
+    statements.append(f"[{bed_label}]adelay=delays={start}S:all=1[placed]")
+    statements.append(
+        f"[{main_label}][placed]amix=inputs=2:duration=first:dropout_transition=0:normalize=0[a]"
+    )
+    return ";\n".join(statements)

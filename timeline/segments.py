@@ -1,0 +1,130 @@
+"""ffmpeg command lines of a render: video segments, the audio track, the final join.
+
+Why segments: one filter graph holding every input costs hundreds of MB per 1080p input and
+queues frames; one ffmpeg per timeline item opens at most two video decoders (the item and the
+head of the next one for its xfade), keeps memory bounded for any length, and lets segments run
+in parallel. All segments use identical encoder settings and an mp4 timescale that is a multiple
+of the frame rate, so the concat demuxer joins them by stream copy with exact timestamps.
+
+The audio is one continuous track from its own (cheap) pass, encoded to AAC once; the final join
+only copies packets (``+faststart`` for playback before download completes).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+from timeline.encoders import Encoder
+from timeline.filtergraph import audio_graph, segment_graph
+from timeline.plan import SAMPLE_RATE, RenderPlan, Segment
+
+AUDIO_BITRATE = "192k"
+READ_MARGIN_S = 0.5  # read a little past what is needed: a trim filter makes it exact
+
+
+def track_timescale(fps: Fraction) -> int:
+    """An mp4 video timescale that holds every frame time exactly: a multiple of the frame
+    rate's numerator (so 1/fps is whole ticks), at least 10 000."""
+    scale = fps.numerator
+    while scale < 10_000:
+        scale *= 2
+    return scale
+
+
+def _seek(seconds: float) -> list[str]:
+    return ["-ss", f"{seconds:.6f}"] if seconds > 0 else []
+
+
+def segment_command(
+    plan: RenderPlan,
+    segment: Segment,
+    encoder: Encoder,
+    out: Path,
+    graph_file: Path,
+    font: str | None,
+    paths: dict[str, Path],
+) -> list[str]:
+    """ffmpeg arguments (after the binary) rendering ``segment`` to the mp4 ``out``. The filter
+    graph is written to ``graph_file`` (long graphs exceed Windows' command-line limit)."""
+    item = plan.items[segment.item]
+    args = list(encoder.global_args())
+    body_s = item.source_start_s + plan.seconds(segment.skip)
+    args += [*_seek(body_s), "-t", f"{plan.seconds(segment.frames) + READ_MARGIN_S:.6f}",
+             "-an", "-sn", "-dn", "-i", str(paths[item.key])]  # fmt: skip
+    inputs = 1
+    if segment.head_frames:
+        head = plan.items[segment.item + 1]
+        args += [*_seek(head.source_start_s),
+                 "-t", f"{plan.seconds(segment.head_frames) + READ_MARGIN_S:.6f}",
+                 "-an", "-sn", "-dn", "-i", str(paths[head.key])]  # fmt: skip
+        inputs += 1
+    watermark_input = None
+    if plan.watermark is not None:
+        loop = [] if plan.watermark.still else ["-stream_loop", "-1"]
+        args += [*loop, "-an", "-sn", "-dn", "-i", str(paths[plan.watermark.key])]
+        watermark_input = inputs
+    graph_file.write_text(
+        segment_graph(plan, segment, watermark_input=watermark_input,
+                      upload=encoder.upload_filter(), font=font),
+        encoding="utf-8",
+    )  # fmt: skip
+    args += ["-filter_complex_script", str(graph_file), "-map", "[v]", "-an", "-sn", "-dn"]
+    args += encoder.output_args(plan.quality, float(plan.fps))
+    args += ["-frames:v", str(segment.frames),
+             "-video_track_timescale", str(track_timescale(plan.fps)),
+             "-f", "mp4", "-y", str(out)]  # fmt: skip
+    return args
+
+
+def audio_command(
+    plan: RenderPlan, out: Path, graph_file: Path, paths: dict[str, Path]
+) -> list[str]:
+    """ffmpeg arguments rendering the whole audio track (AAC 48 kHz stereo) to ``out``."""
+    args: list[str] = []
+    inputs: dict[int, int] = {}
+    for i, item in enumerate(plan.items):
+        if item.info is None or not item.info.has_audio:
+            continue
+        length = plan.seconds(item.frames) + READ_MARGIN_S
+        args += [*_seek(item.source_start_s), "-t", f"{length:.6f}",
+                 "-vn", "-sn", "-dn", "-i", str(paths[item.key])]  # fmt: skip
+        inputs[i] = len(inputs)
+    music_input = None
+    if plan.music is not None:
+        args += ["-stream_loop", "-1", "-vn", "-sn", "-dn", "-i", str(paths[plan.music.key])]
+        music_input = len(inputs)
+    graph_file.write_text(audio_graph(plan, inputs, music_input), encoding="utf-8")
+    samples = plan.sample_at(plan.total_frames)
+    args += ["-filter_complex_script", str(graph_file), "-map", "[a]",
+             "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-ar", str(SAMPLE_RATE), "-ac", "2",
+             # the graph ends on time already; this bounds a looped music input regardless
+             "-t", f"{samples / SAMPLE_RATE:.6f}",
+             "-f", "mp4", "-y", str(out)]  # fmt: skip
+    return args
+
+
+def concat_list(segment_files: list[Path], list_file: Path) -> None:
+    """Write the concat demuxer's list. Names are relative to the list's folder, so no path
+    needs quoting."""
+    lines = [f"file '{f.name}'" for f in segment_files]
+    list_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def mux_command(
+    plan: RenderPlan, encoder: Encoder, list_file: Path, audio: Path, out: Path
+) -> list[str]:
+    """ffmpeg arguments joining the segments (stream copy) with the audio track into ``out``."""
+    tag = ["-tag:v", "hvc1"] if encoder.codec == "hevc" else []
+    return ["-f", "concat", "-safe", "0", "-i", str(list_file), "-i", str(audio),
+            "-map", "0:v:0", "-map", "1:a:0", "-c", "copy", *tag,
+            "-video_track_timescale", str(track_timescale(plan.fps)),
+            "-movflags", "+faststart", "-f", "mp4", "-y", str(out)]  # fmt: skip
+
+
+def thumbnail_command(video: Path, at_s: float, out: Path, max_height: int = 360) -> list[str]:
+    """ffmpeg arguments writing one JPEG frame of ``video`` at ``at_s`` seconds to ``out``."""
+    return [*_seek(at_s), "-i", str(video), "-frames:v", "1", "-an",
+            "-vf", f"scale=-2:'min({max_height},ih)'", "-q:v", "3",
+            "-update", "1", "-f", "image2",
+            "-y", str(out)]  # fmt: skip
