@@ -22,3 +22,46 @@ def media_dir(tmp_path_factory) -> Path:
     make_audio(root / "music.m4a")
     (root / "not-media.txt").write_text("this is not a video\n")
     return root
+
+
+# ---------------------------------------------------------------- boards on both engines
+
+ENGINES = ["sqlite", "postgres"]
+
+
+def _skip_without_pg(engine: str) -> None:
+    from tests.harness import pg_available
+
+    if engine == "postgres" and not pg_available():
+        pytest.skip("PostgreSQL not reachable (set CLIPFARM_TEST_PG)")
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request) -> str:
+    """Each test using this runs once on SQLite and once on PostgreSQL."""
+    _skip_without_pg(request.param)
+    return request.param
+
+
+@pytest.fixture
+def board_factory(tmp_path_factory, engine):
+    """Start boards (``board serve`` processes) on ``engine``; all stopped at the end.
+    ``board_factory(BOARD_LEASE_S="3", ...)`` sets environment for that board."""
+    from tests.harness import RunningBoard
+
+    started: list[RunningBoard] = []
+
+    def make(**env: str) -> RunningBoard:
+        running = RunningBoard(tmp_path_factory.mktemp("board"), engine, env=env)
+        started.append(running)
+        return running.start()
+
+    yield make
+    for running in started:
+        running.close()
+
+
+@pytest.fixture
+def board(board_factory):
+    """A fresh board with default settings."""
+    return board_factory()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from litestar import Controller, Request, get, post, put
+from typing import Annotated
 
+import msgspec
+from litestar import Controller, Request, delete, get, post, put
+
+from board.auth import create_token, revoke_token
 from board.farm import list_farmhands, set_farmhand_state
 from board.http import requires
 from board.state import BoardState
@@ -11,10 +15,32 @@ from board.submitters import get_submitter, list_submitters, set_limits
 from wire import API, FarmhandAction, FarmhandView, Limits, SubmitterView
 
 
+class TokenRequest(msgspec.Struct, forbid_unknown_fields=True):
+    role: Annotated[str, msgspec.Meta(pattern="^(admin|submitter|farmhand)$")]
+    name: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
+    ]
+
+
+class NewToken(msgspec.Struct):
+    name: str
+    role: str
+    token: str  # shown once
+
+
 class AdminController(Controller):
     path = API
     guards = [requires("admin")]
     tags = ["admin"]
+
+    @post("/tokens", status_code=201, summary="Create a token (shown once)")
+    async def create_token(self, board: BoardState, data: TokenRequest) -> NewToken:
+        token = await create_token(board.db, role=data.role, name=data.name)
+        return NewToken(name=data.name, role=data.role, token=token)
+
+    @delete("/tokens/{name:str}", status_code=204, summary="Revoke a token")
+    async def revoke_token(self, board: BoardState, name: str) -> None:
+        await revoke_token(board.db, name)
 
     @get("/farmhands", summary="Every farmhand: online, state, capabilities, current jobs")
     async def farmhands(self, board: BoardState) -> list[FarmhandView]:
