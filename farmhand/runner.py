@@ -1,0 +1,315 @@
+"""One claimed job, start to end: context → fetch → render → upload → complete.
+
+A heartbeat task runs beside the steps for the whole job, carrying the stage and progress. When
+the board answers ``cancel: true`` or 409 (lease gone) the job is aborted at once: the render's
+cancel event kills every ffmpeg it started, downloads are cancelled, the work folder is removed,
+and nothing more is said to the board about it. Failures are classified for the board:
+permanent (the input is at fault: fail now) or retryable (try again, preferably elsewhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from farmhand.cache import MediaCache, PinSet
+from farmhand.client import BoardClient, BoardError, BoardUnreachable, LeaseLost, sha256_of
+from farmhand.fetch import FetchError, FetchLeaseLost, board_headers, fetch_all
+from timeline.encoders import ENCODERS, Encoder, software_encoder
+from timeline.errors import EncoderError, PermanentRenderError, RenderCancelled, RenderError
+from timeline.progress import Progress
+from timeline.render import RenderResult, render
+from timeline.spec import SpecError
+from wire import Claim, Complete, Fail, Heartbeat, JobContext, Release
+
+log = logging.getLogger("farmhand.runner")
+
+# How long to keep trying to hand in a finished render while the board is unreachable. The
+# board's lease decides whether the result still counts; we only stop trying when it says so.
+HAND_IN_DEADLINE_S = 3600.0
+
+
+class Outcome(enum.Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # reported to the board (retryable or not)
+    CANCELLED = "cancelled"  # the board cancelled it
+    LEASE_LOST = "lease lost"  # the board gave it to someone else
+    RELEASED = "released"  # we gave it back (shutting down)
+
+
+class JobAborted(Exception):
+    """The job must stop now; ``outcome`` says why."""
+
+    def __init__(self, outcome: Outcome, why: str) -> None:
+        super().__init__(why)
+        self.outcome = outcome
+
+
+def choose_encoders(codec: str, policy: str, verified: list[str]) -> list[Encoder]:
+    """The encoders to try, best first: verified hardware (unless ``cpu``), then the software
+    encoder (unless ``gpu``)."""
+    chosen: list[Encoder] = []
+    if policy in ("gpu", "any"):
+        hardware = [
+            ENCODERS[n]
+            for n in verified
+            if n in ENCODERS and ENCODERS[n].hardware and ENCODERS[n].codec == codec
+        ]
+        chosen += sorted(hardware, key=lambda e: e.rank)
+    if policy in ("cpu", "any"):
+        software = software_encoder(codec)
+        if software.name in verified:
+            chosen.append(software)
+    return chosen
+
+
+@dataclass
+class JobState:
+    """What the heartbeat reports, updated by the steps (from threads, hence plain fields)."""
+
+    stage: str = "fetching"
+    progress: float = 0.0
+    fps: float | None = None
+    speed: float | None = None
+    eta_s: float | None = None
+    message: str | None = None
+    abort: JobAborted | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class JobRunner:
+    """Runs one claimed job; ``run()`` returns its Outcome."""
+
+    def __init__(
+        self,
+        claim: Claim,
+        *,
+        client: BoardClient,
+        cache: MediaCache,
+        workroot: Path,
+        verified_encoders: list[str],
+        max_download_bytes: int,
+        download_concurrency: int,
+        ffmpeg: str,
+        on_hardware_failure=None,
+        parallel: int = 2,
+    ) -> None:
+        self.claim = claim
+        self.job_id = claim.job_id
+        self.lease = claim.lease_token
+        self.client = client
+        self.cache = cache
+        self.workroot = workroot
+        self.verified = verified_encoders
+        self.max_download_bytes = max_download_bytes
+        self.download_concurrency = download_concurrency
+        self.ffmpeg = ffmpeg
+        self.on_hardware_failure = on_hardware_failure
+        self.parallel = parallel
+        self.state = JobState()
+        self.shutting_down = False
+        self._task: asyncio.Task | None = None
+
+    # ------------------------------------------------------------ control from outside
+
+    def release(self) -> None:
+        """Stop the job and give it back to the board (SIGTERM): requeued at once."""
+        self._abort(JobAborted(Outcome.RELEASED, "farmhand shutting down"))
+
+    def _abort(self, abort: JobAborted) -> None:
+        if self.state.abort is None:
+            self.state.abort = abort
+        self.state.cancel.set()
+        if self._task is not None and self.state.stage in ("fetching", "uploading"):
+            self._task.cancel()  # downloads and uploads are async: cancel them directly
+
+    # ------------------------------------------------------------ the job
+
+    async def run(self) -> Outcome:
+        workdir = Path(tempfile.mkdtemp(prefix=f"{self.job_id}.", dir=self.workroot))
+        beat = asyncio.create_task(self._heartbeats(), name=f"heartbeat-{self.job_id}")
+        pins = PinSet(self.cache)
+        try:
+            self._task = asyncio.create_task(self._steps(workdir, pins), name=f"job-{self.job_id}")
+            try:
+                return await self._task
+            except asyncio.CancelledError:
+                if self.state.abort is None:
+                    raise
+                return await self._after_abort()
+        except JobAborted as abort:
+            self.state.abort = self.state.abort or abort
+            return await self._after_abort()
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+            pins.release()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    async def _after_abort(self) -> Outcome:
+        abort = self.state.abort
+        log.info("job %s: %s (%s)", self.job_id, abort.outcome.value, abort)
+        if abort.outcome is Outcome.RELEASED:
+            with contextlib.suppress(BoardError):
+                await self.client.release(
+                    self.job_id, Release(lease_token=self.lease, reason=str(abort))
+                )
+        return abort.outcome
+
+    async def _steps(self, workdir: Path, pins: PinSet) -> Outcome:
+        try:
+            context = await self.client.context(self.job_id, self.lease)
+            self._set(stage="fetching", progress=0.0)
+            paths = await fetch_all(
+                context.compilation.sources(), client=self.client.http, cache=self.cache,
+                media=context.media, headers=board_headers(self.client.token, self.lease),
+                pins=pins, max_bytes=self.max_download_bytes,
+                concurrency=self.download_concurrency, ffmpeg=self.ffmpeg,
+                on_progress=lambda f: self._set(progress=f * 0.05),
+            )  # fmt: skip
+            self._check()
+            result = await self._render(context, paths, workdir)
+            self._set(stage="uploading", progress=0.97, eta_s=None, fps=None, speed=None)
+            sha = await asyncio.to_thread(sha256_of, result.path)
+            await self.client.upload_output(
+                self.job_id, self.lease, result.path, sha256=sha, deadline_s=HAND_IN_DEADLINE_S
+            )
+            if result.thumbnail is not None and result.thumbnail.exists():
+                with contextlib.suppress(BoardUnreachable, BoardError):
+                    await self.client.upload_thumbnail(self.job_id, self.lease, result.thumbnail)
+            self._set(stage="completing", progress=1.0)
+            await self.client.complete(
+                self.job_id,
+                Complete(lease_token=self.lease, encoder=result.encoder, render_s=result.render_s,
+                         stderr_tail=result.stderr_tail[-4000:]),
+                deadline_s=HAND_IN_DEADLINE_S,
+            )  # fmt: skip
+            log.info(
+                "job %s: done with %s in %.1f s (%.2f s of video)",
+                self.job_id,
+                result.encoder,
+                result.render_s,
+                result.duration_s,
+            )
+            return Outcome.SUCCEEDED
+        except (LeaseLost, FetchLeaseLost) as exc:
+            raise JobAborted(Outcome.LEASE_LOST, str(exc)) from exc
+        except RenderCancelled:
+            if self.state.abort is not None:
+                raise self.state.abort from None
+            raise
+        except JobAborted:
+            raise
+        except (FetchError, RenderError, SpecError, BoardError, OSError) as exc:
+            if self.state.abort is not None:
+                raise self.state.abort from None
+            return await self._report_failure(exc)
+
+    async def _render(
+        self, context: JobContext, paths: dict[str, Path], workdir: Path
+    ) -> RenderResult:
+        codec = context.compilation.output.codec
+        candidates = choose_encoders(codec, context.requirements.encoder, self.verified)
+        if not candidates:
+            raise PermanentRenderError(
+                f"this farmhand has no verified {context.requirements.encoder} encoder for {codec}"
+            )
+        self._set(stage="rendering", progress=0.05)
+        for index, encoder in enumerate(candidates):
+            out = workdir / "output.mp4"
+            try:
+                return await asyncio.to_thread(
+                    render, context.compilation, paths, out, encoder=encoder.name,
+                    progress=self._on_progress, cancel=self.state.cancel, workdir=workdir,
+                    parallel=self.parallel, thumbnail=workdir / "thumbnail.jpg", nice=True,
+                )  # fmt: skip
+            except EncoderError as exc:
+                if not encoder.hardware or index + 1 >= len(candidates):
+                    raise
+                log.warning(
+                    "job %s: %s failed (%s); falling back to %s",
+                    self.job_id,
+                    encoder.name,
+                    exc,
+                    candidates[index + 1].name,
+                )
+                self._set(message=f"{encoder.name} failed, using {candidates[index + 1].name}")
+                if self.on_hardware_failure is not None:
+                    self.on_hardware_failure(encoder.name)
+        raise AssertionError("the encoder loop always returns or raises")
+
+    async def _report_failure(self, exc: Exception) -> Outcome:
+        retryable = _is_retryable(exc)
+        message = str(exc) or type(exc).__name__
+        stderr = getattr(exc, "stderr_tail", "") or ""
+        log.warning(
+            "job %s failed (%s): %s",
+            self.job_id,
+            "will retry" if retryable else "permanent",
+            message,
+        )
+        try:
+            await self.client.fail(
+                self.job_id,
+                Fail(lease_token=self.lease, error=message[:5000], retryable=retryable,
+                     stderr_tail=stderr[-8000:]),
+                deadline_s=HAND_IN_DEADLINE_S,
+            )  # fmt: skip
+        except LeaseLost:
+            return Outcome.LEASE_LOST
+        return Outcome.FAILED
+
+    # ------------------------------------------------------------ progress and heartbeats
+
+    def _set(self, **values) -> None:
+        for name, value in values.items():
+            setattr(self.state, name, value)
+
+    def _check(self) -> None:
+        if self.state.abort is not None:
+            raise self.state.abort
+
+    def _on_progress(self, p: Progress) -> None:
+        # rendering spans 5 %..95 % of the job; fetching and uploading share the rest
+        self._set(progress=0.05 + 0.9 * p.fraction, fps=p.fps, speed=p.speed, eta_s=p.eta_s)
+
+    async def _heartbeats(self) -> None:
+        interval = max(0.2, self.claim.heartbeat_interval_s)
+        while True:
+            beat = Heartbeat(
+                lease_token=self.lease,
+                stage=self.state.stage,
+                progress=min(1.0, max(0.0, self.state.progress)),
+                fps=self.state.fps,
+                speed=self.state.speed,
+                eta_s=self.state.eta_s,
+                message=self.state.message,
+            )
+            try:
+                reply = await self.client.heartbeat(self.job_id, beat, deadline_s=interval)
+                if reply.cancel:
+                    self._abort(JobAborted(Outcome.CANCELLED, "cancelled on the board"))
+                    return
+            except LeaseLost as exc:
+                self._abort(JobAborted(Outcome.LEASE_LOST, str(exc)))
+                return
+            except (BoardUnreachable, BoardError) as exc:
+                # Keep rendering: the board may come back before the lease runs out.
+                log.warning("job %s: heartbeat not delivered: %s", self.job_id, exc)
+            await asyncio.sleep(interval)
+
+
+def _is_retryable(exc: Exception) -> bool:
+    if isinstance(exc, (PermanentRenderError, SpecError)):
+        return False
+    if isinstance(exc, FetchError):
+        return exc.retryable
+    return True  # network, disk, a refused upload, an encoder that failed: worth another try
