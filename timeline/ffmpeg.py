@@ -135,10 +135,23 @@ def _read_stderr(proc: subprocess.Popen, tail: deque[str]) -> None:
 
 
 def _new_group_kwargs() -> dict:
-    """Popen arguments that put the child in its own process group."""
+    """Popen arguments that put the child in its own process group, and on Linux make it die
+    with the process that started it: a render whose farmhand was killed (kill -9, OOM) must not
+    run on as an orphan, burning the owner's CPU for an output nobody will upload."""
     if sys.platform == "win32":
         return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    if sys.platform.startswith("linux"):
+        return {"start_new_session": True, "preexec_fn": _die_with_parent}
     return {"start_new_session": True}
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the spawning thread's process dies
+    (prctl PR_SET_PDEATHSIG; kept across exec of nice/ionice/ffmpeg)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
 
 
 def kill_tree(proc: subprocess.Popen) -> None:

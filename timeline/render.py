@@ -110,10 +110,12 @@ def render(
     token = secrets.token_hex(4)
     part = out.with_name(f".{out.name}.{token}.part")
     thumb_part = thumbnail.with_name(f".{thumbnail.name}.{token}.part") if thumbnail else None
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".work", dir=workdir or out.parent))
     job = _Job(chosen, cancel, nice, ProgressTracker(progress), work)
     try:
-        media = _probe_sources(compilation, sources, cancel)
+        media = probe_sources(compilation, sources, cancel)
         plan = render_plan(compilation, media)
         paths = {key: info.path for key, info in media.items()}
         job.run_passes(plan, paths, part, parallel)
@@ -220,7 +222,7 @@ class _Job:
 
         self.check_cancel()
         listing = self.work / "segments.txt"
-        concat_list(files, listing)
+        concat_list(plan, files, listing)
         self._step(mux_command(plan, self.encoder, listing, audio, part), "final join", "mux",
                    plan, None)  # fmt: skip
 
@@ -270,10 +272,14 @@ def _classify(exc: FfmpegFailed, plan: RenderPlan, segment: int | None, encoder:
     return RenderError(exc.message, stderr_tail=exc.stderr_tail)
 
 
-def _probe_sources(
-    compilation: Compilation, sources: Mapping[str, Path], cancel: threading.Event
+def probe_sources(
+    compilation: Compilation,
+    sources: Mapping[str, Path],
+    cancel: threading.Event | None = None,
 ) -> dict[str, MediaInfo]:
-    """Probe every source once (a few at a time), naming the source in any error."""
+    """Probe every source of ``compilation`` once (a few at a time): ``Source.key`` -> info.
+    Raises ``ProbeError`` naming the source, or ``RenderError`` when one has no local file."""
+    cancel = cancel if cancel is not None else threading.Event()
     labels = source_labels(compilation)
     wanted = [s.key for s in compilation.sources()]
     for key in wanted:

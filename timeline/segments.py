@@ -104,11 +104,26 @@ def audio_command(
     return args
 
 
-def concat_list(segment_files: list[Path], list_file: Path) -> None:
-    """Write the concat demuxer's list. Names are relative to the list's folder, so no path
-    needs quoting."""
-    lines = [f"file '{f.name}'" for f in segment_files]
+def concat_list(plan: RenderPlan, segment_files: list[Path], list_file: Path) -> None:
+    """Write the concat demuxer's list: each segment with its exact duration.
+
+    The demuxer places file k at the sum of the earlier files' durations, counted in whole
+    microseconds. Left to itself it takes them from each mp4's header, rounded to milliseconds,
+    which shifts later segments by a fraction of a frame at rates like 24 or 29.97. Durations
+    given here are differences of the *rounded exact start times*, so the sum is always the
+    true start within half a microsecond and no error accumulates. Names are relative to the
+    list's folder, so no path needs quoting."""
+    segments = plan.segments()
+    starts = [_microseconds(seg.start_frame, plan.fps) for seg in segments]
+    starts.append(_microseconds(plan.total_frames, plan.fps))
+    lines = []
+    for i, path in enumerate(segment_files):
+        lines += [f"file '{path.name}'", f"duration {(starts[i + 1] - starts[i]) / 1e6:.6f}"]
     list_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _microseconds(frame: int, fps: Fraction) -> int:
+    return round(Fraction(frame) * 1_000_000 / fps)
 
 
 def mux_command(
