@@ -140,7 +140,7 @@ class OwnerGate:
         # guest time is already inside user/nice on Linux; don't count it twice.
         total -= getattr(machine, "guest", 0.0) + getattr(machine, "guest_nice", 0.0)
         idle = machine.idle + getattr(machine, "iowait", 0.0)
-        return (self._clock(), total - idle, total, _own_cpu_seconds())
+        return (self._clock(), total - idle, total, own_cpu_seconds())
 
     def _gpu_percent(self) -> float | None:
         if self.config.gpu_pause_percent is None:
@@ -152,7 +152,7 @@ class OwnerGate:
         return self._gpu_value
 
 
-def _own_cpu_seconds() -> float:
+def own_cpu_seconds() -> float:
     """CPU seconds used by this process and its descendants, living or already reaped.
 
     A child's time moves from its own counters into its parent's ``children_*`` counters when

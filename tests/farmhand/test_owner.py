@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from farmhand.config import load_config
-from farmhand.owner import OwnerGate
+from farmhand.owner import OwnerGate, own_cpu_seconds
 from farmhand.schedule import parse_schedule
 
 BUSY = "import time\nt = time.time()\nwhile time.time() - t < 20: pass\n"
@@ -53,35 +53,42 @@ def _poll(gate: OwnerGate, want, timeout_s: float = 2.0):
         time.sleep(0.1)
 
 
-def test_named_game_pauses_claiming_until_it_exits(tmp_path):
-    game = tmp_path / "fakegame"
+def _fake_game(tmp_path) -> tuple[str, object]:
+    """A copy of sleep under a name no other test run uses at the same time."""
+    name = f"fakegame{os.getpid()}"
+    game = tmp_path / name
     shutil.copy("/bin/sleep", game)
-    gate = OwnerGate(_config(pause_processes="steam, FakeGame.exe"))  # Windows-style name too
+    return name, game
+
+
+def test_named_game_pauses_claiming_until_it_exits(tmp_path):
+    name, game = _fake_game(tmp_path)
+    configured = f"{name.replace('fakegame', 'FakeGame')}.exe"  # Windows-style spelling too
+    gate = OwnerGate(_config(pause_processes=f"steam, {configured}"))
     assert gate.check() is None
 
     pid = _spawn_orphan(str(game), "30")
     try:
         reason = _poll(gate, lambda r: r is not None)
-        assert reason == "paused: FakeGame.exe is running"
+        assert reason == f"paused: {configured} is running"
     finally:
         _kill(pid)
     assert _poll(gate, lambda r: r is None) is None
 
 
 def test_claiming_resumes_only_after_the_resume_delay(tmp_path):
-    game = tmp_path / "fakegame"
-    shutil.copy("/bin/sleep", game)
+    name, game = _fake_game(tmp_path)
     clock = [1000.0]
-    gate = OwnerGate(_config(pause_processes="fakegame", resume_delay_s=60), clock=lambda: clock[0])
+    gate = OwnerGate(_config(pause_processes=name, resume_delay_s=60), clock=lambda: clock[0])
     pid = _spawn_orphan(str(game), "30")
     try:
-        assert _poll(gate, lambda r: r is not None) == "paused: fakegame is running"
+        assert _poll(gate, lambda r: r is not None) == f"paused: {name} is running"
     finally:
         _kill(pid)
-    _poll(gate, lambda r: r != "paused: fakegame is running")
+    _poll(gate, lambda r: r != f"paused: {name} is running")
     clock[0] += 20
     reason = gate.check()
-    assert reason == "paused: resuming in 40 s (last: fakegame is running)"
+    assert reason == f"paused: resuming in 40 s (last: {name} is running)"
     clock[0] += 41
     assert gate.check() is None
 
@@ -142,3 +149,18 @@ def test_our_own_ffmpeg_children_do_not_count_as_owner_load():
     assert reasons == [None, None, None]
     # Counted as others, our children would be ~100% of the machine.
     assert others is not None and others < 85
+
+
+def test_cpu_of_our_children_is_counted_as_ours_while_running_and_after_exit():
+    # Works on a busy machine too: it counts CPU seconds, not shares of wall time.
+    burn = "import time\nwhile time.process_time() < 0.3: pass\nprint('done', flush=True)\n"
+    before = own_cpu_seconds()
+    child = subprocess.Popen([sys.executable, "-c", burn + "time.sleep(30)"],
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert child.stdout.readline().strip() == "done"
+        assert own_cpu_seconds() - before >= 0.25  # a running child (clock ticks: 10 ms)
+    finally:
+        child.kill()
+        child.wait()
+    assert own_cpu_seconds() - before >= 0.25  # and once it has exited and been reaped
