@@ -155,6 +155,28 @@ async def test_html_page_without_video_is_a_permanent_error_naming_it(server, ca
     assert "not a video" in str(err.value)
 
 
+async def test_page_with_one_embedded_video_gives_that_video(media_dir, server, cache):
+    body = (media_dir / "a.mp4").read_bytes()
+    server.files["/v/a.mp4"] = Served(body=body, content_type="video/mp4")
+    page = b'<html><body><h1>Ace</h1><video src="/v/a.mp4"></video></body></html>'
+    server.files["/watch/ace"] = Served(body=page, content_type="text/html")
+    path = await fetch_url(f"{server.url}/watch/ace", cache=cache, max_bytes=10 * 1024**2)
+    assert path.read_bytes() == body
+
+
+async def test_playlist_is_refused_without_downloading_its_videos(media_dir, server, cache):
+    body = (media_dir / "a.mp4").read_bytes()
+    server.files["/v/a.mp4"] = Served(body=body, content_type="video/mp4")
+    server.files["/v/b.mp4"] = Served(body=body, content_type="video/mp4")
+    page = b'<html><body><video src="/v/a.mp4"></video><video src="/v/b.mp4"></video></body></html>'
+    server.files["/playlist"] = Served(body=page, content_type="text/html")
+    url = f"{server.url}/playlist"
+    with pytest.raises(FetchPermanentError, match="playlist") as err:
+        await fetch_url(url, cache=cache, max_bytes=10 * 1024**2)
+    assert url in str(err.value)
+    assert server.gets("/v/a.mp4") == server.gets("/v/b.mp4") == []
+
+
 async def test_unreachable_site_is_a_transient_error(server, cache):
     url = "http://127.0.0.1:9/clip.mp4"  # discard port: connection refused
     with pytest.raises(FetchTransientError) as err:
