@@ -24,14 +24,15 @@ from datetime import UTC, datetime
 
 from sqlalchemy import and_, false, insert, or_, select, update
 
+from board import lifecycle
 from board.errors import Forbidden
 from board.farm import upsert_farmhand
-from board.lifecycle import record_event
+from board.lifecycle import record_event, release_forgotten_claims
 from board.matching import CODECS, Skills, skills_of, tags_satisfied
 from board.models import attempts, farmhands, jobs
 from board.notify import wait_armed
 from board.state import BoardState, OnlineFarm
-from wire import Claim, ClaimRequest
+from wire import Claim, ClaimRequest, Release
 
 CANDIDATES = 32
 RECHECK_S = 1.0  # long-poll re-check for work signalled by other processes or `not_before`
@@ -148,36 +149,49 @@ async def _try_claim(
     )
 
 
-async def claim(board: BoardState, request: ClaimRequest, *, token_id: int) -> Claim | None:
+async def claim(
+    board: BoardState, request: ClaimRequest, *, token_id: int, gone: asyncio.Event | None = None
+) -> Claim | None:
     """Hand the farmhand one job, waiting up to ``request.wait_s`` for one to appear; None when
-    there is none (or the farmhand is paused, draining or quarantined)."""
+    there is none (or the farmhand is paused, draining or quarantined). ``gone`` is set when the
+    farmhand hung up: stop waiting, and give back a job claimed in that instant."""
     started = time.monotonic()
     skills = skills_of(request.capabilities)
+    gone = gone or asyncio.Event()
     async with board.db.write() as conn:
+        now = time.time()
         me = await upsert_farmhand(
-            conn,
-            request.farmhand,
-            token_id=token_id,
-            now=time.time(),
-            capabilities=request.capabilities,
+            conn, request.farmhand, token_id=token_id, now=now, capabilities=request.capabilities
         )
+        forgotten = await release_forgotten_claims(board, conn, me.id, request.running, now)
+    for job_id in forgotten:
+        board.feed.job_changed(job_id)
+    if forgotten:
+        board.feed.work_available()
     if me.state == "revoked":
         raise Forbidden(f"farmhand {request.farmhand} was revoked: {me.state_reason}")
     deadline = started + request.wait_s
     may_claim = me.state == "active"
-    while True:
+    while not gone.is_set():
         if may_claim:
             # Arm the wake-up before looking, so a submit between the look and the wait is seen.
             armed = board.feed.work.arm()
             found = await _try_claim(board, me.id, request.farmhand, skills)
             if found is not None:
+                if gone.is_set():  # hung up while we claimed: nobody will run it
+                    await lifecycle.release(
+                        board,
+                        found.job_id,
+                        Release(lease_token=found.lease_token, reason="the farmhand hung up"),
+                    )
+                    return None
                 board.metrics.claim_latency.observe(time.monotonic() - started)
                 return found
         left = deadline - time.monotonic()
         if left <= 0:
             return None
         if may_claim:
-            await wait_armed(armed, min(left, RECHECK_S))
+            await _first(wait_armed(armed, min(left, RECHECK_S)), gone.wait())
         else:
             await asyncio.sleep(min(left, RECHECK_S))
             async with board.db.read() as conn:
@@ -185,3 +199,14 @@ async def claim(board: BoardState, request: ClaimRequest, *, token_id: int) -> C
                     await conn.execute(select(farmhands.c.state).where(farmhands.c.id == me.id))
                 ).scalar()
             may_claim = state == "active"
+    return None
+
+
+async def _first(*waits) -> None:
+    """Wait until the first of ``waits`` finishes; cancel the rest."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

@@ -357,6 +357,37 @@ async def release(board: BoardState, job_id: str, rel: Release) -> None:
     board.metrics.transition("queued")
 
 
+async def release_forgotten_claims(
+    board: BoardState, conn: AsyncConnection, farmhand_id: int, holding: list[str], now: float
+) -> list[str]:
+    """Requeue jobs this farmhand was handed but does not know it holds: the answer to its claim
+    never reached it (the connection dropped). It says what it holds on every claim, and claims
+    one job at a time, so a ``claimed`` job missing from ``holding`` was lost on the way."""
+    rows = (
+        await conn.execute(
+            select(jobs.c.id, jobs.c.lease_token, jobs.c.attempts, farmhands.c.name)
+            .select_from(jobs.join(farmhands, farmhands.c.id == jobs.c.farmhand_id))
+            .where(jobs.c.farmhand_id == farmhand_id, jobs.c.state == "claimed")
+        )
+    ).all()
+    released = []
+    for row in rows:
+        if row.id in holding:
+            continue
+        await _fenced_update(conn, row.id, row.lease_token, {
+            "state": "queued", "lease_token": None, "lease_expires_at": None, "farmhand_id": None,
+            "attempts": max(0, row.attempts - 1), "not_before": now, "queued_at": now,
+            "stage": None, "progress": 0.0, "updated_at": now,
+        })  # fmt: skip
+        why = "the claim's answer never reached the farmhand"
+        await _end_attempt(conn, row.lease_token, "released", at=now, error=why)
+        await record_event(
+            conn, row.id, "claimed", "queued", farmhand=row.name, message=f"released: {why}", at=now
+        )
+        released.append(row.id)
+    return released
+
+
 # ---------------------------------------------------------------- submitter / admin calls
 
 

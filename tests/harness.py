@@ -163,3 +163,92 @@ class RunningBoard:
             r = c.post("/api/v1/tokens", json={"role": role, "name": name})
             r.raise_for_status()
             return r.json()["token"]
+
+
+class RunningFarmhand:
+    """A ``farmhand run`` process against a RunningBoard, with its own state and cache."""
+
+    def __init__(
+        self,
+        board: RunningBoard,
+        root: Path,
+        name: str,
+        token: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.board = board
+        self.name = name
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.token = token or board.token("farmhand", f"fh-{name}")
+        self.env = {
+            **os.environ,
+            "FARMHAND_BOARD_URL": board.url,
+            "FARMHAND_TOKEN": self.token,
+            "FARMHAND_NAME": name,
+            "FARMHAND_STATE_DIR": str(root / "state"),
+            "FARMHAND_CACHE_DIR": str(root / "cache"),
+            # the test machine is busy with the test itself: don't let that pause the farmhand
+            "FARMHAND_CPU_PAUSE_PERCENT": "off",
+            "FARMHAND_GPU_PAUSE_PERCENT": "off",
+            "FARMHAND_RESUME_DELAY_S": "0",
+            "FARMHAND_WAIT_S": "5",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        self.log_path = root / "farmhand.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> RunningFarmhand:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "farmhand.cli", "run"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; return that, or fail after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def ffmpeg_children_of(pid: int) -> list[int]:
+    """ffmpeg processes descended from ``pid`` (or orphaned ones whose command line says so)."""
+    import psutil
+
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    return [c.pid for c in children if "ffmpeg" in (c.name() or "")]

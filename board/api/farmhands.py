@@ -4,6 +4,7 @@ release) and their status. Every call about a job is fenced by its lease token: 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -55,6 +56,15 @@ async def fenced_body(request: Request, board: BoardState, job_id: str, type_: t
         raise BadRequest(f"invalid {type_.__name__.lower()} body: {exc}") from None
 
 
+async def _watch_hang_up(request: Request, gone: asyncio.Event) -> None:
+    """Set ``gone`` when the client disconnects (a long-poll whose farmhand went away)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            gone.set()
+            return
+
+
 class FarmhandController(Controller):
     path = f"{API}/farmhand"
     guards = [requires("farmhand")]
@@ -65,7 +75,12 @@ class FarmhandController(Controller):
     async def claim(
         self, request: Request, board: BoardState, data: ClaimRequest
     ) -> Response[Claim | None]:
-        found = await claims.claim(board, data, token_id=request.user.token_id)
+        gone = asyncio.Event()
+        watcher = asyncio.create_task(_watch_hang_up(request, gone))
+        try:
+            found = await claims.claim(board, data, token_id=request.user.token_id, gone=gone)
+        finally:
+            watcher.cancel()
         if found is None:
             return Response(None, status_code=204)
         return Response(found, status_code=200)
