@@ -7,7 +7,9 @@ import time
 from typing import Any
 
 import msgspec
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from board.errors import BadRequest, Forbidden, NotFound
@@ -18,6 +20,13 @@ from board.views import farmhand_view
 from wire import Capabilities, FarmhandStatus, FarmhandStatusReply, FarmhandView
 
 ADMIN_STATES = {"pause": "paused", "resume": "active", "drain": "draining", "revoke": "revoked"}
+
+
+def _insert_new(conn: AsyncConnection, table):
+    """An INSERT that does nothing when a unique key is taken already (both engines)."""
+    if conn.dialect.name == "postgresql":
+        return pg_insert(table).on_conflict_do_nothing()
+    return sqlite_insert(table).on_conflict_do_nothing()
 
 
 async def upsert_farmhand(
@@ -36,13 +45,15 @@ async def upsert_farmhand(
         values["hw_codecs"] = ",".join(sorted(skills_of(capabilities).hardware))
     result = await conn.execute(update(farmhands).where(farmhands.c.name == name).values(**values))
     if result.rowcount == 0:
-        values.setdefault("capabilities", None)
-        values.setdefault("hw_codecs", "")
-        values.setdefault("owner_paused", False)
-        values.setdefault("owner_reason", "")
-        await conn.execute(insert(farmhands).values(
+        row = {"capabilities": None, "hw_codecs": "", "owner_paused": False, "owner_reason": ""}
+        row.update(values)
+        # A farmhand with several slots claims from each at once when it starts: the first
+        # insert wins, the others update the row it made.
+        created = await conn.execute(_insert_new(conn, farmhands).values(
             name=name, state="active", state_reason="", consecutive_failures=0, jobs_done=0,
-            first_seen_at=now, **values))  # fmt: skip
+            first_seen_at=now, **row))  # fmt: skip
+        if created.rowcount == 0:
+            await conn.execute(update(farmhands).where(farmhands.c.name == name).values(**values))
     return (
         await conn.execute(
             select(farmhands.c.id, farmhands.c.state, farmhands.c.state_reason).where(
