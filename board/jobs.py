@@ -118,6 +118,16 @@ async def _existing(conn: AsyncConnection, submitter_id: int, key: str):
     ).first()
 
 
+def _repeated(found: Any, job: SubmitJob) -> str:
+    """The id of the job an idempotent repeat stands for; Conflict when the body differs."""
+    if found.body_hash != body_hash(job):
+        raise Conflict(
+            f"idempotency key {job.idempotency_key!r} was used for a different "
+            f"job ({found.id}); use a new key for a new job"
+        )
+    return found.id
+
+
 async def _insert_job(
     board: BoardState, conn: AsyncConnection, who: Principal, job: SubmitJob, now: float
 ) -> tuple[str, bool]:
@@ -126,12 +136,7 @@ async def _insert_job(
     if job.idempotency_key:
         found = await _existing(conn, who.submitter_id, job.idempotency_key)
         if found is not None:
-            if found.body_hash != digest:
-                raise Conflict(
-                    f"idempotency key {job.idempotency_key!r} was used for a different "
-                    f"job ({found.id}); use a new key for a new job"
-                )
-            return found.id, False
+            return _repeated(found, job), False
     sub = await load_limits(conn, who.submitter_id)
     check_clip_count(job.compilation, sub.limits)
     rows = await _check_sources(conn, job.compilation, who.submitter_id)
@@ -196,11 +201,7 @@ async def submit(board: BoardState, who: Principal, job: SubmitJob) -> tuple[Job
             found = await _existing(conn, who.submitter_id, job.idempotency_key or "")
         if found is None:
             raise
-        if found.body_hash != body_hash(job):
-            raise Conflict(
-                f"idempotency key {job.idempotency_key!r} was used for a different job"
-            ) from None
-        job_id, created = found.id, False
+        job_id, created = _repeated(found, job), False
     if created:
         board.feed.job_changed(job_id)
         board.feed.work_available()
@@ -224,11 +225,15 @@ async def submit_batch(board: BoardState, who: Principal, batch: list[SubmitJob]
             except BoardError as exc:
                 items.append(BatchItem(index=index, status=exc.status, error=exc.message))
             except IntegrityError:
-                items.append(
-                    BatchItem(
-                        index=index, status=409, error="idempotency key repeated within the batch"
-                    )
-                )
+                # A concurrent request (another batch, another board process) committed the same
+                # idempotency key first; the savepoint undid ours. Answer as a repeat would.
+                found = await _existing(conn, who.submitter_id, job.idempotency_key or "")
+                if found is None:
+                    raise
+                try:
+                    created_ids.append((index, _repeated(found, job), False))
+                except Conflict as exc:
+                    items.append(BatchItem(index=index, status=exc.status, error=exc.message))
     views = await _views(board, [job_id for _, job_id, _ in created_ids])
     for index, job_id, created in created_ids:
         items.append(BatchItem(index=index, status=201 if created else 200, job=views[job_id]))
