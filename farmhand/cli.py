@@ -260,6 +260,8 @@ def _setup_logging(config: FarmhandConfig, default: str | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # one line per HTTP request is noise at INFO: heartbeats alone make one every few seconds
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 if __name__ == "__main__":

@@ -498,6 +498,9 @@ def _classify_ytdlp_error(url: str, exc: Exception) -> FetchError:
         if isinstance(cause, TransportError):
             return FetchTransientError(f"{url}: network error ({cause})", source=url)
     text = _short(str(exc))
+    if "did not get any data blocks" in text.lower():
+        # the server answered, with an empty body: asking again gets the same nothing
+        return FetchPermanentError(f"{url} is an empty file (0 bytes)", source=url)
     # "expected" extractor errors are the site's answer (private, removed, geo-blocked).
     if any(isinstance(c, ExtractorError) and c.expected for c in chain):
         return FetchPermanentError(f"{url}: {text}", source=url)

@@ -52,8 +52,10 @@ def heavy_job(client, heavy_clips) -> str:
 
 
 def rendering(client, job_id, hand) -> bool:
+    """The farmhand holds the job and its ffmpeg is running (the board's `stage` only changes at
+    heartbeats, so the processes are the prompt sign)."""
     j = job(client, job_id)
-    return j["stage"] == "rendering" and bool(ffmpeg_children_of(hand.proc.pid))
+    return j["state"] == "running" and bool(ffmpeg_children_of(hand.proc.pid))
 
 
 def ffprobe(path) -> dict:
