@@ -6,7 +6,8 @@ the watermark are drawn in the same pass, so every frame is decoded once and enc
 
 Audio: every item's sound is resampled to 48 kHz stereo (silence for silent clips), padded or cut
 to exactly its video length in samples, and chained with acrossfade (xfade joins) or concat
-(cuts); the music is looped, faded, ducked under the clips with sidechaincompress and mixed in.
+(cuts), a few dozen items per part; the parts are joined the same way, and the music is looped,
+faded, ducked under the clips with sidechaincompress and mixed in.
 
 Functions here only build strings; ``segments.py`` turns them into ffmpeg command lines.
 """
@@ -141,33 +142,55 @@ def _corner(position: str, margin: int) -> tuple[str, str]:
     return x[horizontal], y[vertical]
 
 
-def audio_graph(plan: RenderPlan, inputs: dict[int, int], music_input: int | None) -> str:
-    """The filter graph of the whole audio track, output ``[a]``.
+def _overlap_samples(plan: RenderPlan, join: int) -> int:
+    """Samples the xfade of join ``join`` overlaps (0 for cuts), from the shared frame grid."""
+    start = plan.items[join + 1].start_frame
+    frames = plan.joins[join].frames
+    return plan.sample_at(start + frames) - plan.sample_at(start)
 
-    ``inputs`` maps an item's index to its ffmpeg input number (items without sound are absent
-    and get silence); ``music_input`` is the looped music's input number."""
+
+def _join(statements: list[str], left: str, right: str, join: int, out: str, plan: RenderPlan):
+    overlap = _overlap_samples(plan, join)
+    if overlap:
+        statements.append(f"[{left}][{right}]acrossfade=ns={overlap}:c1=tri:c2=tri[{out}]")
+    else:
+        statements.append(f"[{left}][{right}]concat=n=2:v=0:a=1[{out}]")
+
+
+def part_audio_graph(plan: RenderPlan, first: int, last: int, inputs: dict[int, int]) -> str:
+    """The sound of items ``first``..``last`` (inclusive), crossfaded as their pictures are,
+    output ``[a]``: exactly ``sample_at(last.end) - sample_at(first.start)`` samples.
+
+    ``inputs`` maps an item's index to its ffmpeg input number; items without sound are absent
+    and get silence."""
     statements = []
-    for i, item in enumerate(plan.items):
+    for i in range(first, last + 1):
+        item = plan.items[i]
         length = plan.sample_at(item.end_frame) - plan.sample_at(item.start_frame)
         if i in inputs:
             # first_pts=0: sound that starts after the picture is delayed, not pulled early
-            source = (
-                f"[{inputs[i]}:a]aresample={SAMPLE_RATE}:async=1:first_pts=0,{AUDIO_FORMAT},apad"
-            )
+            source = (f"[{inputs[i]}:a]aresample={SAMPLE_RATE}:async=1:first_pts=0,"
+                      f"{AUDIO_FORMAT},apad")  # fmt: skip
         else:
             source = f"anullsrc=r={SAMPLE_RATE}:cl=stereo,{AUDIO_FORMAT}"
         statements.append(f"{source},atrim=end_sample={length},asetpts=N/SR/TB[i{i}]")
-    last = "i0"
-    for join in plan.joins:
-        nxt = f"i{join.index + 1}"
-        out = f"j{join.index}"
-        if join.frames:
-            start = plan.items[join.index + 1].start_frame
-            overlap = plan.sample_at(start + join.frames) - plan.sample_at(start)
-            statements.append(f"[{last}][{nxt}]acrossfade=ns={overlap}:c1=tri:c2=tri[{out}]")
-        else:
-            statements.append(f"[{last}][{nxt}]concat=n=2:v=0:a=1[{out}]")
-        last = out
+    last_label = f"i{first}"
+    for join in range(first, last):
+        _join(statements, last_label, f"i{join + 1}", join, f"j{join}", plan)
+        last_label = f"j{join}"
+    statements.append(f"[{last_label}]anull[a]")
+    return ";\n".join(statements)
+
+
+def mix_audio_graph(plan: RenderPlan, parts: list[tuple[int, int]], music_input: int | None) -> str:
+    """The whole audio track, output ``[a]``: the parts (input k holds the items
+    ``parts[k]``, as ``part_audio_graph`` made them) joined like their items, with the music
+    looped, faded and ducked under them; ``music_input`` is the looped music's input number."""
+    statements = [f"[{k}:a]{AUDIO_FORMAT},asetpts=N/SR/TB[p{k}]" for k in range(len(parts))]
+    last = "p0"
+    for k in range(1, len(parts)):
+        _join(statements, last, f"p{k}", parts[k - 1][1], f"q{k}", plan)
+        last = f"q{k}"
     music = plan.music
     if music is None or music_input is None:
         statements.append(f"[{last}]anull[a]")
@@ -175,7 +198,7 @@ def audio_graph(plan: RenderPlan, inputs: dict[int, int], music_input: int | Non
 
     start = plan.sample_at(music.start_frame)
     end = plan.sample_at(music.end_frame)
-    fade = plan.sample_at(music.end_frame) - plan.sample_at(music.end_frame - music.fade_frames)
+    fade = end - plan.sample_at(music.end_frame - music.fade_frames)
     fade_in = min(SAMPLE_RATE // 4, (end - start) // 4)  # a quarter second, so it never clicks
     bed = [
         f"aresample={SAMPLE_RATE}",

@@ -31,7 +31,9 @@ from timeline.plan import SAMPLE_RATE, RenderPlan, render_plan, source_labels
 from timeline.probe import MediaInfo, ProbeError, probe
 from timeline.progress import Progress, ProgressTracker
 from timeline.segments import (
-    audio_command,
+    audio_mix_command,
+    audio_part_command,
+    audio_parts,
     concat_list,
     mux_command,
     segment_command,
@@ -44,6 +46,7 @@ AAC_FRAME_S = 1024 / SAMPLE_RATE
 PROBE_THREADS = 4
 # Share of the progress bar for the passes that are not video segments (by planned seconds).
 AUDIO_WEIGHT = 0.04
+AUDIO_PART_WEIGHT = 0.01
 MUX_WEIGHT = 0.02
 # Lines of ffmpeg output that mean the encoder or its device failed, not the input.
 _ENCODER_SIGNS = (
@@ -197,6 +200,12 @@ class _Job:
         segments = plan.segments()
         font = find_font()
         total = plan.planned_s
+        parts = audio_parts(plan)
+        part_files = [self.work / f"audio-{k:04d}.mka" for k in range(len(parts))]
+        for k, (first, last) in enumerate(parts):
+            length = plan.seconds(plan.items[last].end_frame - plan.items[first].start_frame)
+            self.tracker.add_job(f"audio part {k}", length * AUDIO_PART_WEIGHT, length_s=length,
+                                 video=False)  # fmt: skip
         self.tracker.add_job("audio", total * AUDIO_WEIGHT, length_s=total, video=False)
         for seg in segments:
             self.tracker.add_job(f"segment {seg.index}", plan.seconds(seg.frames), video=True)
@@ -204,9 +213,20 @@ class _Job:
 
         audio = self.work / "audio.m4a"
         files = [self.work / f"segment-{seg.index:05d}.mp4" for seg in segments]
+        part_futures: list[Future] = []
+
+        def audio_part_pass(k: int) -> None:
+            graph = self.work / f"audio-{k:04d}.graph"
+            args = audio_part_command(plan, parts[k], part_files[k], graph, paths)
+            self._step(args, f"audio part {k + 1} of {len(parts)}", f"audio part {k}", plan, None)
 
         def audio_pass() -> None:
-            args = audio_command(plan, audio, self.work / "audio.graph", paths)
+            # queued after every part, so each part has started on another worker (or this
+            # one) before this waits: no deadlock at any ``parallel``
+            for future in part_futures:
+                future.result()
+            args = audio_mix_command(plan, parts, part_files, audio,
+                                     self.work / "audio.graph", paths)  # fmt: skip
             self._step(args, "audio track", "audio", plan, None)
 
         def segment_pass(index: int) -> None:
@@ -216,9 +236,12 @@ class _Job:
             what = f"segment {index + 1} of {len(segments)}"
             self._step(args, what, f"segment {seg.index}", plan, seg.index)
 
-        tasks: list[Callable[[], None]] = [audio_pass]
+        tasks: list[Callable[[], None]] = [
+            lambda k=k: audio_part_pass(k) for k in range(len(parts))
+        ]
+        tasks.append(audio_pass)
         tasks += [lambda i=i: segment_pass(i) for i in range(len(segments))]
-        self._run_all(tasks, max(1, parallel))
+        self._run_all(tasks, max(1, parallel), part_futures, len(parts))
 
         self.check_cancel()
         listing = self.work / "segments.txt"
@@ -234,11 +257,16 @@ class _Job:
         except FfmpegFailed as exc:
             raise _classify(exc, plan, segment, self.encoder) from exc
 
-    def _run_all(self, tasks: list[Callable[[], None]], parallel: int) -> None:
-        """Run ``tasks`` on ``parallel`` threads; the first failure (or a cancel) stops the rest
-        and is raised once all have ended."""
+    def _run_all(
+        self, tasks: list[Callable[[], None]], parallel: int, first: list[Future], count: int
+    ) -> None:
+        """Run ``tasks`` in order on ``parallel`` threads; the futures of the first ``count``
+        go into ``first`` (for tasks that wait on them). The first failure (or a cancel) stops
+        the rest and is raised once all have ended."""
         with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="timeline") as pool:
-            pending: set[Future] = {pool.submit(task) for task in tasks}
+            first.extend(pool.submit(task) for task in tasks[:count])
+            futures = [*first, *(pool.submit(task) for task in tasks[count:])]
+            pending: set[Future] = set(futures)
             first_error: BaseException | None = None
             while pending:
                 done, pending = wait(pending, timeout=0.1, return_when=FIRST_EXCEPTION)

@@ -6,8 +6,9 @@ head of the next one for its xfade), keeps memory bounded for any length, and le
 in parallel. All segments use identical encoder settings and an mp4 timescale that is a multiple
 of the frame rate, so the concat demuxer joins them by stream copy with exact timestamps.
 
-The audio is one continuous track from its own (cheap) pass, encoded to AAC once; the final join
-only copies packets (``+faststart`` for playback before download completes).
+The audio is one continuous track: its parts (a few dozen items each) are rendered losslessly,
+then joined, mixed with the music and encoded to AAC once; the final join only copies packets
+(``+faststart`` for playback before download completes).
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from fractions import Fraction
 from pathlib import Path
 
 from timeline.encoders import Encoder
-from timeline.filtergraph import audio_graph, segment_graph
+from timeline.filtergraph import mix_audio_graph, part_audio_graph, segment_graph
 from timeline.plan import SAMPLE_RATE, RenderPlan, Segment
 
 AUDIO_BITRATE = "192k"
 READ_MARGIN_S = 0.5  # read a little past what is needed: a trim filter makes it exact
+# Items per audio pass: one ffmpeg with hundreds of inputs needs hundreds of file handles and
+# threads and grows in memory and time faster than linearly; parts of a few dozen stay flat.
+AUDIO_PART_ITEMS = 24
 
 
 def track_timescale(fps: Fraction) -> int:
@@ -77,24 +81,55 @@ def segment_command(
     return args
 
 
-def audio_command(
-    plan: RenderPlan, out: Path, graph_file: Path, paths: dict[str, Path]
+def audio_parts(plan: RenderPlan, size: int | None = None) -> list[tuple[int, int]]:
+    """The items split into runs of at most ``size`` (default ``AUDIO_PART_ITEMS``), each
+    (first, last) inclusive, for the audio passes."""
+    size = size or AUDIO_PART_ITEMS
+    count = len(plan.items)
+    return [(first, min(first + size, count) - 1) for first in range(0, count, size)]
+
+
+def audio_part_command(
+    plan: RenderPlan, part: tuple[int, int], out: Path, graph_file: Path, paths: dict[str, Path]
 ) -> list[str]:
-    """ffmpeg arguments rendering the whole audio track (AAC 48 kHz stereo) to ``out``."""
+    """ffmpeg arguments rendering the sound of the items ``part`` to ``out`` (lossless float
+    PCM in Matroska: exact sample counts, no size limit, no second lossy encode)."""
+    first, last = part
     args: list[str] = []
     inputs: dict[int, int] = {}
-    for i, item in enumerate(plan.items):
+    for i in range(first, last + 1):
+        item = plan.items[i]
         if item.info is None or not item.info.has_audio:
             continue
         length = plan.seconds(item.frames) + READ_MARGIN_S
         args += [*_seek(item.source_start_s), "-t", f"{length:.6f}",
                  "-vn", "-sn", "-dn", "-i", str(paths[item.key])]  # fmt: skip
         inputs[i] = len(inputs)
+    graph_file.write_text(part_audio_graph(plan, first, last, inputs), encoding="utf-8")
+    args += ["-filter_complex_script", str(graph_file), "-map", "[a]",
+             "-c:a", "pcm_f32le", "-ar", str(SAMPLE_RATE), "-ac", "2",
+             "-f", "matroska", "-y", str(out)]  # fmt: skip
+    return args
+
+
+def audio_mix_command(
+    plan: RenderPlan,
+    parts: list[tuple[int, int]],
+    part_files: list[Path],
+    out: Path,
+    graph_file: Path,
+    paths: dict[str, Path],
+) -> list[str]:
+    """ffmpeg arguments joining the audio parts, mixing the music in, and encoding the whole
+    track once to AAC 48 kHz stereo in ``out``."""
+    args: list[str] = []
+    for part_file in part_files:
+        args += ["-i", str(part_file)]
     music_input = None
     if plan.music is not None:
         args += ["-stream_loop", "-1", "-vn", "-sn", "-dn", "-i", str(paths[plan.music.key])]
-        music_input = len(inputs)
-    graph_file.write_text(audio_graph(plan, inputs, music_input), encoding="utf-8")
+        music_input = len(part_files)
+    graph_file.write_text(mix_audio_graph(plan, parts, music_input), encoding="utf-8")
     samples = plan.sample_at(plan.total_frames)
     args += ["-filter_complex_script", str(graph_file), "-map", "[a]",
              "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-ar", str(SAMPLE_RATE), "-ac", "2",
