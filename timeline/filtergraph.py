@@ -42,6 +42,28 @@ def fit_size(aspect: float, width: int, height: int, fit: str) -> tuple[int, int
     return (width, _even(width / aspect)) if wider else (_even(height * aspect), height)
 
 
+# ffprobe's color_space names -> the scale filter's matrix names
+_MATRICES = {"bt709": "bt709", "smpte170m": "smpte170m", "bt470bg": "bt470", "fcc": "fcc",
+             "smpte240m": "smpte240m", "bt2020nc": "bt2020", "bt2020c": "bt2020"}  # fmt: skip
+
+
+def source_matrix(item: PlanItem) -> str:
+    """The YCbCr matrix of ``item``'s picture: as declared, else what players assume for its
+    size (HD is BT.709, SD BT.601)."""
+    assert item.info is not None
+    declared = _MATRICES.get(item.info.color_space)
+    if declared:
+        return declared
+    return "bt709" if item.info.height >= 720 or item.info.width >= 1280 else "smpte170m"
+
+
+def _scale(item: PlanItem, width: int, height: int) -> str:
+    """The first scale of a picture: sized, and converted to BT.709 limited range, the one
+    colour space every output is tagged with."""
+    return (f"scale={width}:{height}:in_color_matrix={source_matrix(item)}"
+            ":out_color_matrix=bt709:out_range=tv")  # fmt: skip
+
+
 def fit_filters(item: PlanItem, plan: RenderPlan, src: str, dst: str, tag: str) -> list[str]:
     """Graph statements scaling ``[src]`` into the output as ``plan.fit`` asks, to ``[dst]``.
 
@@ -52,13 +74,13 @@ def fit_filters(item: PlanItem, plan: RenderPlan, src: str, dst: str, tag: str) 
     aspect = item.info.display_aspect
     w, h = fit_size(aspect, width, height, "contain")
     if abs(w - width) <= 2 and abs(h - height) <= 2:
-        return [f"[{src}]scale={width}:{height},setsar=1[{dst}]"]  # same shape: no bars, no crop
+        return [f"[{src}]{_scale(item, width, height)},setsar=1[{dst}]"]  # same shape
     if plan.fit == "cover":
         cw, ch = fit_size(aspect, width, height, "cover")
-        return [f"[{src}]scale={cw}:{ch},setsar=1,crop={width}:{height}[{dst}]"]
+        return [f"[{src}]{_scale(item, cw, ch)},setsar=1,crop={width}:{height}[{dst}]"]
     if plan.fit == "contain":
         return [
-            f"[{src}]scale={w}:{h},setsar=1,"
+            f"[{src}]{_scale(item, w, h)},setsar=1,"
             f"pad={width}:{height}:{(width - w) // 2}:{(height - h) // 2}:color=black[{dst}]"
         ]
     # blur: the picture itself, sharp, over a blurred copy covering the frame. The copy is
@@ -68,9 +90,9 @@ def fit_filters(item: PlanItem, plan: RenderPlan, src: str, dst: str, tag: str) 
     sigma = max(2.0, min(qw, qh) / 12)
     return [
         f"[{src}]split=2[{tag}bg][{tag}fg]",
-        f"[{tag}bg]scale={bw}:{bh},setsar=1,crop={qw}:{qh},gblur=sigma={sigma:.1f},"
+        f"[{tag}bg]{_scale(item, bw, bh)},setsar=1,crop={qw}:{qh},gblur=sigma={sigma:.1f},"
         f"scale={width}:{height},setsar=1[{tag}bgb]",
-        f"[{tag}fg]scale={w}:{h},setsar=1[{tag}fgs]",
+        f"[{tag}fg]{_scale(item, w, h)},setsar=1[{tag}fgs]",
         f"[{tag}bgb][{tag}fgs]overlay={(width - w) // 2}:{(height - h) // 2}[{dst}]",
     ]
 
@@ -84,7 +106,11 @@ def item_video(
     rate = f"fps={_fps(plan.fps)}"
     # resample the rate before scaling when it drops frames (less to scale), after when it adds
     rate_first = item.info.fps <= 0 or item.info.fps > float(plan.fps)
-    statements = [f"[{src}]{rate + ',' if rate_first else ''}setpts=PTS-STARTPTS[{tag}in]"]
+    head = ["bwdif=mode=send_frame:deint=interlaced"] if item.info.interlaced else []
+    if rate_first:
+        head.append(rate)
+    head.append("setpts=PTS-STARTPTS")
+    statements = [f"[{src}]{','.join(head)}[{tag}in]"]
     statements += fit_filters(item, plan, f"{tag}in", f"{tag}fit", tag)
     tail = [] if rate_first else [rate, "setpts=PTS-STARTPTS"]
     # a source a little shorter than its probe said repeats its last frame instead of ending

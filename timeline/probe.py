@@ -55,6 +55,8 @@ class MediaInfo:
     video_duration_s: float | None = None  # the video stream's own length, when known
     audio_duration_s: float | None = None  # the audio stream's own length, when known
     video_frames: int | None = None  # frames in the video stream, when the container says
+    color_space: str = ""  # the YCbCr matrix the file declares (bt709, smpte170m...), "" if none
+    interlaced: bool = False  # stored as fields: needs deinterlacing
 
     @property
     def display_aspect(self) -> float:
@@ -153,6 +155,8 @@ def _media_info(path: Path, data: dict, name: str, label: str | None) -> MediaIn
         video_duration_s=None if image else _number(v.get("duration")),
         audio_duration_s=_number(a.get("duration")),
         video_frames=int(frames) if str(frames or "").isdigit() else None,
+        color_space=str(v.get("color_space") or ""),
+        interlaced=str(v.get("field_order") or "") in ("tt", "bb", "tb", "bt"),
     )
 
 

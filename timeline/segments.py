@@ -25,6 +25,10 @@ READ_MARGIN_S = 0.5  # read a little past what is needed: a trim filter makes it
 # Items per audio pass: one ffmpeg with hundreds of inputs needs hundreds of file handles and
 # threads and grows in memory and time faster than linearly; parts of a few dozen stay flat.
 AUDIO_PART_ITEMS = 24
+# Every picture is converted to BT.709 limited range (filtergraph._scale); say so in the stream,
+# or players guess BT.601 for small outputs and shift the colours.
+OUTPUT_COLOR = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
+                "-color_range", "tv"]  # fmt: skip
 
 
 def track_timescale(fps: Fraction) -> int:
@@ -75,6 +79,7 @@ def segment_command(
     )  # fmt: skip
     args += ["-filter_complex_script", str(graph_file), "-map", "[v]", "-an", "-sn", "-dn"]
     args += encoder.output_args(plan.quality, float(plan.fps))
+    args += OUTPUT_COLOR
     args += ["-frames:v", str(segment.frames),
              "-video_track_timescale", str(track_timescale(plan.fps)),
              "-f", "mp4", "-y", str(out)]  # fmt: skip

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.media import make_audio, make_clip, make_image
-from tests.timeline.samples import set_rotation
+from tests.timeline.samples import make_interlaced, set_rotation
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +25,7 @@ def mixed_dir(tmp_path_factory) -> Path:
     make_clip(root / "surround.mp4", duration=1.0, audio="5.1", tone_hz=550)
     make_clip(root / "short.mp4", duration=0.4, pattern="rgbtestsrc", tone_hz=800)
     make_clip(root / "tenbit.mp4", duration=1.0, pix_fmt="yuv420p10le", tone_hz=450)
+    make_interlaced(root / "interlaced.mp4")
     make_clip(root / "intro.mp4", duration=1.0, pattern="rgbtestsrc", tone_hz=250)
     make_clip(root / "outro.mp4", duration=1.0, pattern="rgbtestsrc", tone_hz=260)
     make_clip(root / "stinger.mp4", duration=0.5, pattern="smptehdbars", tone_hz=900)

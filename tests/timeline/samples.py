@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import struct
+import subprocess
 from pathlib import Path
+
+from tests.media import FFMPEG
 
 
 def set_rotation(path: Path, degrees: int) -> Path:
@@ -46,3 +49,16 @@ def _children(data: bytearray, start: int, end: int, kind: bytes):
         if name == kind:
             yield pos + header, pos + size
         pos += size
+
+
+def make_interlaced(path: Path, *, duration: float = 1.0) -> Path:
+    """A 25 fps top-field-first interlaced clip with sound, as broadcast cameras record."""
+    subprocess.run(
+        [FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc2=size=320x180:rate=25:duration={duration}",
+         "-f", "lavfi", "-i", f"sine=frequency=600:duration={duration}",
+         "-vf", "setfield=tff", "-c:v", "libx264", "-preset", "ultrafast",
+         "-flags", "+ildct+ilme", "-c:a", "aac", "-shortest", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path

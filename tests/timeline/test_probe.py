@@ -56,3 +56,8 @@ def test_unreadable_files_are_permanent_errors_naming_them(mixed_dir, name):
     assert isinstance(caught.value, PermanentRenderError)
     assert f"clip 2 ({name})" in caught.value.message
     assert caught.value.label == f"clip 2 ({name})"
+
+
+def test_interlaced_and_colour_tagged_clips_are_reported(mixed_dir):
+    assert probe(mixed_dir / "interlaced.mp4").interlaced
+    assert not probe(mixed_dir / "surround.mp4").interlaced

@@ -29,7 +29,7 @@ from timeline.spec import Compilation, parse_compilation
 pytestmark = pytest.mark.slow
 
 MIXED = ["hd1080p30", "hd720p60", "portrait", "sar43", "phone", "silent", "surround", "short",
-         "tenbit"]  # fmt: skip
+         "tenbit", "interlaced"]  # fmt: skip
 
 
 def compile_(raw: dict, width: int = 320, height: int = 180, fps: float = 30) -> Compilation:
@@ -63,6 +63,8 @@ def assert_matches_plan(result: RenderResult, plan: RenderPlan, width: int, heig
     assert video["avg_frame_rate"] == f"{plan.fps.numerator}/{plan.fps.denominator}"
     assert video.get("sample_aspect_ratio", "1:1") == "1:1"
     assert video["pix_fmt"] == "yuv420p"
+    # every input converted to one colour space, and the stream says which
+    assert (video["color_space"], video["color_range"]) == ("bt709", "tv")
     assert (audio["codec_name"], audio["sample_rate"], audio["channels"]) == ("aac", "48000", 2)
     # audio and video end together: within one AAC frame
     assert abs(float(audio["duration"]) - float(video["duration"])) <= 1024 / 48000 + 1e-3
@@ -111,7 +113,7 @@ def mixed_renders(mixed_dir, tmp_path_factory):
 def test_mixed_set_with_xfades_renders_to_plan(mixed_renders):
     result, plan = mixed_renders["xfades"]
     assert [j.effect for j in plan.joins] == ["wipeleft", "fade", "circleopen", "slideup"] * 2 + [
-        "wipeleft", "fade"]  # fmt: skip
+        "wipeleft", "fade", "circleopen"]  # fmt: skip
     # the 12-frame clip is shorter than two 15-frame transitions: both of its joins shrink
     short = next(n for n, i in enumerate(plan.items) if i.key == "path:short.mp4")
     assert plan.items[short].frames == 12
