@@ -12,7 +12,7 @@ from scripts.progress import ProgressBar, human_bytes
 from scripts.submission import Entry
 from wire import FINAL_STATES, JobView
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._]+")
 
 
 def output_name(job: JobView) -> str:
