@@ -211,3 +211,21 @@ def test_ntsc_rates_are_exact():
     assert output_fps(29.97) == Fraction(30000, 1001)
     assert output_fps(59.94) == Fraction(60000, 1001)
     assert output_fps(25) == 25
+
+
+def test_the_same_seed_gives_the_same_plan_and_another_seed_another(mixed_dir):
+    def plan_for(seed):
+        return plan_of(compile_({
+            "intro": {"path": "intro.mp4"},
+            "clips": [{"path": n} for n in ["surround.mp4", "sar43.mp4", "silent.mp4"] * 3],
+            "transitions": {"effects": [*EFFECTS, "dissolve", "radial"], "order": "random",
+                            "seed": seed, "stingers": [{"path": "stinger.mp4"},
+                                                       {"path": "short.mp4"}]},
+        }), mixed_dir)  # fmt: skip
+
+    first, again, other = plan_for(11), plan_for(11), plan_for(12)
+    assert first == again
+    assert first.choices != other.choices
+    assert [i.key for i in first.items if i.role == "clip"] == [
+        i.key for i in other.items if i.role == "clip"
+    ]

@@ -20,10 +20,16 @@ from tests.timeline.analysis import (
     tone_level,
 )
 from tests.timeline.test_text import NASTY
-from timeline.errors import EncoderError, InputError, RenderCancelled
+from timeline.errors import (
+    EncoderError,
+    InputError,
+    PermanentRenderError,
+    RenderCancelled,
+    RenderError,
+)
 from timeline.ffmpeg import ffmpeg_binary, ffprobe_binary
 from timeline.plan import RenderPlan, render_plan
-from timeline.render import RenderResult, probe_sources, render
+from timeline.render import RenderResult, probe_sources, render, verify_output
 from timeline.spec import Compilation, parse_compilation
 
 pytestmark = pytest.mark.slow
@@ -366,3 +372,14 @@ def test_audio_rendered_in_parts_is_the_same_sound(mixed_dir, tmp_path, monkeypa
     parts, _ = render_and_plan(compilation, mixed_dir, tmp_path / "parts.mp4")
     assert_matches_plan(parts, plan, 320, 180)
     assert audio_md5(parts.path) == audio_md5(whole.path)
+
+
+def test_verification_names_what_is_wrong(mixed_renders):
+    result, plan = mixed_renders["xfades"]
+    info = verify_output(result.path, planned_s=plan.planned_s, width=320, height=180, fps=30)
+    assert info.has_audio and info.width == 320
+    with pytest.raises(RenderError) as caught:
+        verify_output(result.path, planned_s=plan.planned_s + 1, width=640, height=360, fps=25)
+    message = caught.value.message
+    assert "640x360" in message and "frame rate" in message and "planned" in message
+    assert not isinstance(caught.value, PermanentRenderError)
