@@ -107,8 +107,14 @@ def _download(board: BoardClient, entry: Entry, out_dir: Path, bar: ProgressBar)
 
 
 def _counts(tracked: list[Entry]) -> str:
+    """``2 running (Week 47 45%, Week 48 10%), 1 queued, 3 succeeded``."""
     by_state: dict[str, int] = {}
     for entry in tracked:
         by_state[entry.job.state] = by_state.get(entry.job.state, 0) + 1
     order = ("running", "claimed", "queued", "succeeded", "failed", "cancelled")
-    return ", ".join(f"{by_state[s]} {s}" for s in order if by_state.get(s))
+    parts = [f"{by_state[s]} {s}" for s in order if by_state.get(s)]
+    running = [e for e in tracked if e.job.state == "running"][:3]
+    if running and parts:
+        shown = ", ".join(f"{e.title[:20]} {e.job.progress * 100:.0f}%" for e in running)
+        parts[0] += f" ({shown}{', ...' if by_state['running'] > 3 else ''})"
+    return ", ".join(parts)

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from scripts.board_client import BoardClient
+from scripts.board_client import BoardClient, BoardError
 from scripts.manifest import ManifestItem, sources_of
 from scripts.progress import ProgressBar
 from timeline.spec import parse_compilation
@@ -122,15 +122,27 @@ def submit_body(item: ManifestItem, key: str, hashes: dict[Path, str], media: di
 def submit_entries(
     board: BoardClient, entries: list[Entry], *, chunk: int, bar: ProgressBar | None = None
 ) -> None:
-    """Submit through the batch route, ``chunk`` jobs per request; fills status/job/error."""
+    """Submit through the batch route, ``chunk`` jobs per request; fills status/job/error. A
+    request the board finds too large (413) is sent again in halves."""
     chunk = max(1, min(chunk, BATCH_MAX))
     for start in range(0, len(entries), chunk):
-        part = entries[start : start + chunk]
+        _submit_part(board, entries[start : start + chunk], bar)
+
+
+def _submit_part(board: BoardClient, part: list[Entry], bar: ProgressBar | None) -> None:
+    try:
         result = board.submit_batch([e.body for e in part])
-        for answer in result.items:
-            entry = part[answer.index]
-            entry.status = answer.status
-            entry.job = answer.job
-            entry.error = answer.error
-        if bar:
-            bar.advance(len(part))
+    except BoardError as exc:
+        if exc.status != 413 or len(part) == 1:
+            raise
+        half = len(part) // 2
+        _submit_part(board, part[:half], bar)
+        _submit_part(board, part[half:], bar)
+        return
+    for answer in result.items:
+        entry = part[answer.index]
+        entry.status = answer.status
+        entry.job = answer.job
+        entry.error = answer.error
+    if bar:
+        bar.advance(len(part))

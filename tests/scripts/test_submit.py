@@ -213,3 +213,33 @@ def test_wait_follows_the_job_and_downloads_a_playable_video(alice, media_dir, t
     assert again.returncode == 0, again.stderr
     assert "0 new, 1 existing" in again.stderr and "saved" not in again.stderr
     assert list((tmp_path / "out").glob("*.mp4")) == saved
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])
+def test_a_batch_too_large_for_one_request_is_sent_in_halves(alice, tmp_path):
+    caption = "x" * 480  # 100 jobs x 50 captioned clips: over the board's 4 MiB request limit
+    manifest = tmp_path / "big.jsonl"
+    manifest.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "title": f"big {n}",
+                    "clips": [
+                        {
+                            "url": f"https://example.com/v/{n}/{i}",
+                            "title": caption,
+                            "creator": caption,
+                        }
+                        for i in range(50)
+                    ],
+                }
+            )
+            + "\n"
+            for n in range(100)
+        )
+    )
+    assert manifest.stat().st_size > 4 * 1024**2
+    done = alice.submit(str(manifest), "--chunk", "500")
+    assert done.returncode == 0, done.stderr
+    assert "100 new, 0 existing, 0 rejected" in done.stderr
+    assert alice.jobs_total() == 100
