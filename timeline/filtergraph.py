@@ -1,4 +1,4 @@
-"""The filter graphs: one per video segment, one for the whole audio track.
+"""The filter graphs: one per video segment, and those of the audio track (parts, then mix).
 
 Video: every input is normalised to the output (constant fps, fit with aspect kept, square
 pixels, yuv420p) and cut to an exact frame count; neighbours are blended with xfade; overlays and

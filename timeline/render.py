@@ -137,7 +137,6 @@ def render(
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    job.tracker.finish("mux")
     return RenderResult(
         path=out,
         duration_s=verified.video_duration_s or verified.duration_s or 0.0,
