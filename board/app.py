@@ -19,6 +19,7 @@ from board.api.farmhands import FarmhandController
 from board.api.ops import ROUTES as OPS_ROUTES
 from board.api.submitters import JobsController, MediaController
 from board.config import BoardConfig, load_config
+from board.dashboard.routes import ROUTES as DASHBOARD_ROUTES
 from board.db import Database
 from board.errors import BoardError
 from board.http import TokenAuth, board_error_handler, http_error_handler, internal_error_handler
@@ -66,6 +67,7 @@ def create_app(
             MediaController,
             FarmhandController,
             AdminController,
+            *DASHBOARD_ROUTES,
             *(extra_routes or []),
         ],
         dependencies={"board": Provide(provide_board, use_cache=True, sync_to_thread=False)},

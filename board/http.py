@@ -14,6 +14,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from litestar.response import Stream
 
 from board.auth import Principal, authenticate
+from board.dashboard.csrf import check_csrf
 from board.errors import BoardError, RangeNotSatisfiable
 from board.state import BoardState
 from board.storage import parse_range
@@ -46,6 +47,8 @@ class TokenAuth(AbstractAuthenticationMiddleware):
         principal = await authenticate(board.db, token)
         if principal is None:
             raise NotAuthorizedException("unknown or revoked token")
+        if via == "cookie":
+            check_csrf(connection, token)  # a browser's cookie rides along on forged requests
         return AuthenticationResult(user=principal, auth=via)
 
 

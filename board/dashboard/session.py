@@ -1,0 +1,151 @@
+"""Signing in and out of the dashboard, and what a browser without a session is told.
+
+The session is the token itself, in an HttpOnly, SameSite=Strict cookie (``clipfarm_session``)
+that the board's TokenAuth accepts like a Bearer header. Admins and submitters may sign in;
+farmhand tokens may not.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import quote, urlsplit
+
+from litestar import Request, Response, get, post
+from litestar.datastructures import Cookie
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from litestar.response import Redirect
+
+from board.auth import Principal, authenticate
+from board.dashboard.csrf import CSRF_FIELD, CSRF_HEADER, csrf_matches, csrf_token
+from board.dashboard.render import html_page, render
+from board.http import SESSION_COOKIE
+from board.state import BoardState
+
+SESSION_MAX_AGE_S = 30 * 24 * 3600  # an operator's laptop stays signed in for a month
+PUBLIC = {"exclude_from_auth": True}
+DASHBOARD_ROLES = ("admin", "submitter")
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after signing in: only a path on this board, never another site."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or any(c in target for c in "\r\n\\"):
+        return "/"
+    if parts.path in ("/signin", "/signout"):
+        return "/"
+    return target
+
+
+def session_token(request: Request) -> str:
+    """The token that authenticated this request (the cookie's, or a Bearer header's)."""
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.cookies.get(SESSION_COOKIE, "")
+
+
+def _cross_site(request: Request) -> bool:
+    """A form posted from another site (login CSRF): the browser says so, or the Origin does."""
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        return True
+    origin = request.headers.get("origin")
+    if not origin or origin == "null":
+        return origin == "null"
+    return urlsplit(origin).netloc != request.headers.get("host", "")
+
+
+async def _signed_in(request: Request, board: BoardState) -> Principal | None:
+    token = request.cookies.get(SESSION_COOKIE, "")
+    who = await authenticate(board.db, token) if token else None
+    return who if who is not None and who.role in DASHBOARD_ROLES else None
+
+
+def _signin_page(next_url: str, error: str = "", status_code: int = 200) -> Response:
+    return html_page(render("signin.html", next_url=next_url, error=error), status_code=status_code)
+
+
+@get("/signin", opt=PUBLIC, include_in_schema=False)
+async def signin_page(request: Request, board: BoardState, next: str | None = None) -> Response:
+    target = safe_next(next)
+    if await _signed_in(request, board) is not None:
+        return Redirect(target, status_code=303)
+    return _signin_page(target)
+
+
+@post("/signin", opt=PUBLIC, include_in_schema=False, request_max_body_size=16 * 1024)
+async def signin(
+    request: Request,
+    board: BoardState,
+    data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
+) -> Response:
+    target = safe_next(data.get("next"))
+    if _cross_site(request):
+        return _signin_page(target, "Sign-in from another site was refused.", 403)
+    token = (data.get("token") or "").strip()
+    who = await authenticate(board.db, token) if token else None
+    if who is None:
+        return _signin_page(target, "That token is unknown or was revoked.", 401)
+    if who.role not in DASHBOARD_ROLES:
+        return _signin_page(
+            target,
+            f"A {who.role} token cannot sign in to the dashboard; use an admin or submitter token.",
+            403,
+        )
+    cookie = Cookie(
+        key=SESSION_COOKIE,
+        value=token,
+        path="/",
+        max_age=SESSION_MAX_AGE_S,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return Redirect(target, status_code=303, cookies=[cookie])
+
+
+@post("/signout", opt=PUBLIC, include_in_schema=False, request_max_body_size=16 * 1024)
+async def signout(request: Request) -> Response:
+    token = request.cookies.get(SESSION_COOKIE, "")
+    if token:
+        form = await request.form()
+        presented = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
+        if not csrf_matches(token, presented):
+            return html_page(
+                render("error.html", who=None, path="", title="Not signed out", status=403,
+                       message="The sign-out form was not one of this board's pages."),
+                status_code=403,
+            )  # fmt: skip
+    gone = Cookie(key=SESSION_COOKIE, value="", path="/", max_age=0, httponly=True,
+                  samesite="strict", secure=request.url.scheme == "https")  # fmt: skip
+    return Redirect("/signin", status_code=303, cookies=[gone])
+
+
+def to_signin(request: Request, _: Exception) -> Response:
+    """A page asked for without a (valid) session: off to the sign-in page, coming back after.
+
+    A SameSite=Strict cookie is not sent when the operator follows a link from another site
+    (chat, e-mail) to a dashboard page; one same-site hop fetches the page again with it."""
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        return html_page(render("bounce.html", target=here))
+    return Redirect(f"/signin?next={quote(safe_next(here), safe='/')}", status_code=303)
+
+
+def error_page(request: Request, exc: Exception) -> Response:
+    """Errors on a page answer as a page, not JSON (the API's answer shape)."""
+    status = getattr(exc, "status", None) or getattr(exc, "status_code", 500)
+    message = getattr(exc, "message", None) or getattr(exc, "detail", "") or "Something went wrong."
+    title = {403: "Not allowed", 404: "Not found"}.get(status, "Error")
+    who = request.scope.get("user")
+    csrf = csrf_token(session_token(request)) if who is not None else ""
+    return html_page(
+        render("error.html", who=who, csrf=csrf, path=request.url.path, title=title,
+               status=status, message=message),
+        status_code=status,
+    )  # fmt: skip
+
+
+SESSION_ROUTES = [signin_page, signin, signout]

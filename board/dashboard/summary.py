@@ -1,0 +1,131 @@
+"""The farm at a glance: jobs per state, what got done in the last hour, how long jobs wait in
+the queue, how many farmhands are there to work. Scoped like the job list: an admin sees the
+whole farm, a submitter their own jobs."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from board.auth import Principal
+from board.models import farmhands, jobs, usage
+from board.state import BoardState
+from wire import JOB_STATES
+
+WINDOW_S = 3600.0
+WAIT_SAMPLE = 5000  # the newest claims in the window: enough for a median, bounded work
+
+
+@dataclass(frozen=True)
+class FarmSummary:
+    counts: dict[str, int]
+    done_last_hour: int
+    render_s_last_hour: float
+    wait_median_s: float | None
+    wait_p90_s: float | None
+    oldest_queued_s: float | None
+    farmhands_online: int
+    farmhands_working: int
+    farmhands_total: int
+    at: float = field(default_factory=time.time)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def active(self) -> int:
+        return self.counts["claimed"] + self.counts["running"]
+
+
+def _scoped(who: Principal, query, column):
+    return query if who.is_admin else query.where(column == who.submitter_id)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The ``q`` quantile (0–1) by linear interpolation; None for no values."""
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
+
+
+async def _job_counts(conn: AsyncConnection, who: Principal) -> dict[str, int]:
+    query = _scoped(
+        who, select(jobs.c.state, func.count()).group_by(jobs.c.state), jobs.c.submitter_id
+    )
+    counts = dict.fromkeys(JOB_STATES, 0)
+    counts.update({state: n for state, n in (await conn.execute(query)).all()})
+    return counts
+
+
+async def _queue_waits(conn: AsyncConnection, who: Principal, since: float) -> list[float]:
+    """Seconds each job claimed in the window waited since it (last) entered the queue."""
+    wait = (jobs.c.claimed_at - jobs.c.queued_at).label("wait")
+    query = _scoped(
+        who,
+        select(wait)
+        .where(jobs.c.claimed_at >= since, jobs.c.claimed_at >= jobs.c.queued_at)
+        .order_by(jobs.c.claimed_at.desc())
+        .limit(WAIT_SAMPLE),
+        jobs.c.submitter_id,
+    )
+    return [float(w) for (w,) in (await conn.execute(query)).all()]
+
+
+async def farm_summary(board: BoardState, who: Principal) -> FarmSummary:
+    now = time.time()
+    since = now - WINDOW_S
+    async with board.db.read() as conn:
+        counts = await _job_counts(conn, who)
+        done = (
+            await conn.execute(
+                _scoped(
+                    who,
+                    select(
+                        func.count(), func.coalesce(func.sum(usage.c.render_seconds), 0.0)
+                    ).where(usage.c.at >= since),
+                    usage.c.submitter_id,
+                )
+            )
+        ).one()
+        waits = await _queue_waits(conn, who, since)
+        oldest = (
+            await conn.execute(
+                _scoped(
+                    who,
+                    select(func.min(jobs.c.queued_at)).where(jobs.c.state == "queued"),
+                    jobs.c.submitter_id,
+                )
+            )
+        ).scalar()
+        hands = (
+            await conn.execute(select(farmhands.c.id, farmhands.c.state, farmhands.c.last_seen_at))
+        ).all()
+        busy = set(
+            (
+                await conn.execute(
+                    select(jobs.c.farmhand_id)
+                    .where(jobs.c.state.in_(("claimed", "running")))
+                    .distinct()
+                )
+            ).scalars()
+        )
+    online = [h for h in hands if h.last_seen_at > now - board.config.lease_s]
+    return FarmSummary(
+        counts=counts,
+        done_last_hour=int(done[0]),
+        render_s_last_hour=float(done[1] or 0.0),
+        wait_median_s=percentile(waits, 0.5),
+        wait_p90_s=percentile(waits, 0.9),
+        oldest_queued_s=None if oldest is None else max(0.0, now - oldest),
+        farmhands_online=len(online),
+        farmhands_working=sum(1 for h in online if h.id in busy),
+        farmhands_total=sum(1 for h in hands if h.state != "revoked"),
+        at=now,
+    )

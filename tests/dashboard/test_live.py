@@ -1,0 +1,60 @@
+"""The live stream and the farm summary it carries."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from board.dashboard.render import duration
+from board.dashboard.summary import percentile
+from tests.dashboard.conftest import submit, upload
+from tests.dashboard.web import first_snapshots, signed_in
+
+
+def test_the_stream_sends_a_new_snapshot_when_a_job_is_submitted(shared_board, media_dir):
+    token = shared_board.token("submitter", f"live-{secrets.token_hex(3)}")
+    api = shared_board.client(token)
+    clip = upload(api, media_dir / "a.mp4")
+    first_job = submit(api, "first", [clip])
+    made = []
+    with signed_in(shared_board, token) as browser:
+        before, after = first_snapshots(
+            browser, "view=jobs", count=2, after=lambda: made.append(submit(api, "second", [clip]))
+        )
+    assert [k for k, _ in before["lists"]["job-rows"]] == [first_job]
+    assert [k for k, _ in after["lists"]["job-rows"]] == [made[0], first_job]  # newest first
+    counts = re.findall(r'stat-value">(\d+)<', after["regions"]["summary"])
+    assert counts[0] == "2"  # queued
+
+
+def test_the_stream_follows_the_page_s_tab_and_a_job_page(shared_board, media_dir):
+    token = shared_board.token("submitter", f"tabs-{secrets.token_hex(3)}")
+    api = shared_board.client(token)
+    clip = upload(api, media_dir / "a.mp4")
+    queued = submit(api, "stays queued", [clip])
+    cancelled = submit(api, "gets cancelled", [clip])
+    api.post(f"/api/v1/jobs/{cancelled}/cancel").raise_for_status()
+    with signed_in(shared_board, token) as browser:
+        [tab] = first_snapshots(browser, "view=jobs&state=cancelled")
+        assert [k for k, _ in tab["lists"]["job-rows"]] == [cancelled]
+        assert "Cancelled" in tab["regions"]["tabs"]
+        [page] = first_snapshots(browser, f"view=job&job={queued}")
+        assert set(page["regions"]) == {
+            "job-head", "job-progress", "job-output", "job-attempts", "job-events"
+        }  # fmt: skip
+        assert "submitted by" in page["regions"]["job-events"]
+        assert browser.get("/dashboard/events?view=nonsense").status_code == 400
+
+
+def test_queue_wait_percentiles():
+    assert percentile([], 0.5) is None
+    assert percentile([4.0], 0.9) == 4.0
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 0.5) == 3.0
+    assert percentile([float(i) for i in range(1, 11)], 0.9) == 9.1
+
+
+def test_durations_read_like_a_person_wrote_them():
+    assert [duration(s) for s in (0, 45, 65, 3600 + 125, 90000)] == [
+        "0s", "45s", "1m 05s", "1h 02m", "1d 1h"
+    ]  # fmt: skip
+    assert duration(None) == "—"
