@@ -81,7 +81,7 @@ def upload_files(
             path, size=path.stat().st_size, on_bytes=bar.advance if bar else None
         )
         if view.sha256 != digest:
-            raise ValueError(
+            raise BoardError(
                 f"{path}: the board stored sha256 {view.sha256[:12]}… but the file has "
                 f"{digest[:12]}… (did it change during the upload?)"
             )

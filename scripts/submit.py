@@ -63,43 +63,28 @@ def main(argv: list[str] | None = None) -> int:
              "`board token create --role submitter --name NAME`)")  # fmt: skip
         return 2
     entries = [Entry(item) for item in manifest.items]
-    waited = True
+    finished = True
     try:
         with BoardClient(args.board, args.token) as board:
             unique = _prepare(board, entries, args.key_prefix)
             bar = ProgressBar("submitting", len(unique))
             submit_entries(board, unique, chunk=args.chunk, bar=bar)
             bar.close(_submit_counts(unique))
-            for entry in entries:
-                if entry.same_as is not None:
-                    entry.status, entry.job, entry.error = (
-                        entry.same_as.status,
-                        entry.same_as.job,
-                        entry.same_as.error,
-                    )
             if args.wait:
                 out = None if args.no_download else args.out
-                waited = follow_jobs(
+                finished = follow_jobs(
                     board, unique, out_dir=out, poll_s=args.poll, timeout_s=args.timeout
                 )
-                for entry in entries:
-                    if entry.same_as is not None:
-                        entry.job, entry.saved = entry.same_as.job, entry.same_as.saved
     except BoardError as exc:
         _say(f"clipfarm-submit: {exc.message}")
-        if any(e.status for e in entries):
-            print(summary_table(entries, waited=args.wait))
-        return 2
-    except ValueError as exc:  # a file changed under us, a bad media answer
-        _say(f"clipfarm-submit: {exc}")
+        _print_table(entries, args.wait)
         return 2
     except KeyboardInterrupt:
         _say("interrupted; submitted jobs go on on the board")
-        if any(e.status for e in entries):
-            print(summary_table(entries, waited=args.wait))
+        _print_table(entries, args.wait)
         return 130
-    print(summary_table(entries, waited=args.wait))
-    return 0 if waited and _all_good(entries, waited=args.wait) else 1
+    _print_table(entries, args.wait)
+    return 0 if finished and _all_good(entries, waited=args.wait) else 1
 
 
 def _prepare(board: BoardClient, entries: list[Entry], key_prefix: str) -> list[Entry]:
@@ -132,6 +117,19 @@ def _prepare(board: BoardClient, entries: list[Entry], key_prefix: str) -> list[
         entry.body = submit_body(entry.item, entry.key, hashes, media)
         unique.append(entry)
     return unique
+
+
+def _print_table(entries: list[Entry], waited: bool) -> None:
+    """The summary on stdout; a compilation submitted once for several entries shows its job on
+    each of them."""
+    for entry in entries:
+        if entry.same_as is not None:
+            first = entry.same_as
+            entry.status, entry.job, entry.error, entry.saved = (
+                first.status, first.job, first.error, first.saved
+            )  # fmt: skip
+    if any(e.status for e in entries):
+        print(summary_table(entries, waited=waited), flush=True)
 
 
 def _all_good(entries: list[Entry], *, waited: bool) -> bool:

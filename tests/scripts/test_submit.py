@@ -243,3 +243,23 @@ def test_a_batch_too_large_for_one_request_is_sent_in_halves(alice, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "100 new, 0 existing, 0 rejected" in done.stderr
     assert alice.jobs_total() == 100
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])
+def test_the_same_compilation_twice_in_a_manifest_is_one_job(alice, media_dir, tmp_path):
+    shutil.copy(media_dir / "a.mp4", tmp_path / "a.mp4")
+    shutil.copy(media_dir / "a.mp4", tmp_path / "copy-of-a.mp4")  # same bytes, another name
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(
+        json.dumps({"title": "t", "clips": [{"path": "a.mp4", "end": 1}]})
+        + "\n"
+        + json.dumps({"clips": [{"end": 1.0, "path": "copy-of-a.mp4"}], "title": "t"})
+        + "\n"
+    )
+    done = alice.submit(str(manifest))
+    assert done.returncode == 0, done.stderr
+    assert "item 2 (line 2) is the same compilation as line 1; it is submitted once" in done.stderr
+    assert "1 files, 1 new" in done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()[1:]]
+    assert len(rows) == 2 and rows[0][1] == rows[1][1]
+    assert alice.jobs_total() == 1
