@@ -30,6 +30,7 @@ class FarmSummary:
     oldest_queued_s: float | None
     farmhands_online: int
     farmhands_working: int
+    farmhands_stopped: int  # online but paused, draining or quarantined (by an admin or owner)
     farmhands_total: int
     at: float = field(default_factory=time.time)
 
@@ -105,7 +106,14 @@ async def farm_summary(board: BoardState, who: Principal) -> FarmSummary:
             )
         ).scalar()
         hands = (
-            await conn.execute(select(farmhands.c.id, farmhands.c.state, farmhands.c.last_seen_at))
+            await conn.execute(
+                select(
+                    farmhands.c.id,
+                    farmhands.c.state,
+                    farmhands.c.owner_paused,
+                    farmhands.c.last_seen_at,
+                )
+            )
         ).all()
         busy = set(
             (
@@ -126,6 +134,7 @@ async def farm_summary(board: BoardState, who: Principal) -> FarmSummary:
         oldest_queued_s=None if oldest is None else max(0.0, now - oldest),
         farmhands_online=len(online),
         farmhands_working=sum(1 for h in online if h.id in busy),
+        farmhands_stopped=sum(1 for h in online if h.state != "active" or h.owner_paused),
         farmhands_total=sum(1 for h in hands if h.state != "revoked"),
         at=now,
     )

@@ -24,46 +24,47 @@ def test_jobs_appear_live_and_a_claim_shows_its_farmhand_and_advancing_progress(
     dash = open_dashboard(board, board.admin_token)
     page = dash.open("/")
 
-    heavy = [upload(alice, p) for p in heavy_clips]
-    job_id = submit(
-        alice, "Week 47 highlights", heavy,
-        output={"width": 1280, "height": 720, "fps": 30, "quality": "high"},
-        transitions={"effect": "fade", "duration": 0.5},
-    )  # fmt: skip
-    row = dash.row(job_id)
-    expect(row).to_be_visible()  # brought by the live stream
-    expect(row.locator(".c-state")).to_have_text("queued")
-    expect(row.locator(".c-submitter")).to_have_text("alice")
-
-    farm.farmhand(board, "pc-indigo")
-    expect(row.locator(".c-farmhand")).to_have_text("pc-indigo", timeout=30_000)
-    first = wait_for(
-        lambda: (v := dash.bar_value(job_id)) > 0 and v, 60, what="the progress bar to move"
-    )
-    wait_for(lambda: dash.bar_value(job_id) > first, 60, what="the progress bar to advance")
-    assert dash.not_reloaded()
-    expect(row.locator(".c-state")).to_have_text("succeeded", timeout=90_000)
-    assert dash.bar_value(job_id) == 100
-
-    # More of a working day, for the screenshots: a quick job, one stuck waiting for a GPU, a
-    # cancelled one and one whose source is unreachable.
-    intro, clip, outro = (upload(alice, media_dir / n) for n in ("intro.mp4", "a.mp4", "outro.mp4"))
-    quick = submit(alice, "Daily clips — draft", [clip], intro={"media": intro},
-                   outro={"media": outro}, priority=5)  # fmt: skip
+    # A working day: a quick job, one waiting for a GPU nobody has, a cancelled one and one
+    # whose source is unreachable. Each appears on the open page as it is submitted.
+    intro, clip, outro = (upload(alice, media_dir / n) for n in ("intro.mp4", "a.mp4", "b.mp4"))
+    quick = submit(alice, "Daily clips — draft", [clip], priority=5)
     submit(alice, "4K season recap (needs a GPU)", [clip], requirements={"encoder": "gpu"})
     cancelled = submit(alice, "Duplicate upload", [clip])
     alice.post(f"/api/v1/jobs/{cancelled}/cancel").raise_for_status()
     broken = alice.post("/api/v1/jobs", json={"max_attempts": 1, "compilation": {
         "title": "Guest clips from the stream", "output": {"width": 320, "height": 180},
         "clips": [{"url": "http://127.0.0.1:9/missing-clip.mp4"}]}}).json()["id"]  # fmt: skip
-    for done in (quick, broken):
-        expect(dash.row(done).locator(".c-state")).to_have_text(
-            "succeeded" if done == quick else "failed", timeout=60_000
-        )
-    summary = page.locator("#summary")
-    expect(summary.locator(".stat-succeeded .stat-value")).to_have_text("2")
+    expect(dash.row(quick).locator(".c-state")).to_have_text("queued")
+    expect(dash.row(quick).locator(".c-submitter")).to_have_text("alice")
+    expect(dash.row(cancelled).locator(".c-state")).to_have_text("cancelled")
+
+    farm.farmhand(board, "pc-indigo")
+    expect(dash.row(quick).locator(".c-farmhand")).to_have_text("pc-indigo", timeout=30_000)
+    expect(dash.row(quick).locator(".c-state")).to_have_text("succeeded", timeout=60_000)
+    expect(dash.row(broken).locator(".c-state")).to_have_text("failed", timeout=60_000)
+
+    heavy = [upload(alice, p) for p in heavy_clips]
+    r = alice.post("/api/v1/jobs", json={"priority": 10, "compilation": {
+        "title": "Week 47 highlights", "intro": {"media": intro}, "outro": {"media": outro},
+        "clips": [{"media": heavy[0], "creator": "alice", "title": "triple kill"},
+                  {"media": heavy[1], "creator": "bob", "title": "clutch"}],
+        "output": {"width": 1280, "height": 720, "fps": 30, "quality": "high"},
+        "transitions": {"effect": "fade", "duration": 0.5}, "fit": "blur"}})  # fmt: skip
+    job_id = r.json()["id"]
+    row = dash.row(job_id)
+    expect(row.locator(".c-farmhand")).to_have_text("pc-indigo", timeout=30_000)
+    first = wait_for(
+        lambda: (v := dash.bar_value(job_id)) > 0 and v, 60, what="the progress bar to move"
+    )
+    wait_for(lambda: dash.bar_value(job_id) > first, 60, what="the progress bar to advance")
+    expect(row.locator(".c-state")).to_have_text("running")
     assert dash.not_reloaded()
     page.screenshot(path=screenshots / "jobs.png")
+
+    expect(row.locator(".c-state")).to_have_text("succeeded", timeout=90_000)
+    assert dash.bar_value(job_id) == 100
+    expect(page.locator("#summary .stat-succeeded .stat-value")).to_have_text("2")  # last hour
+    assert dash.not_reloaded()
 
     page.click(f"#job-{job_id} a.job-title")
     page.wait_for_url(f"**/jobs/{job_id}")
@@ -75,11 +76,14 @@ def test_jobs_appear_live_and_a_claim_shows_its_farmhand_and_advancing_progress(
     page.screenshot(path=screenshots / "job.png", full_page=True)
 
     phone = open_dashboard(board, board.admin_token, viewport=PHONE, device_scale_factor=2,
-                      is_mobile=True, has_touch=True)  # fmt: skip
+                           is_mobile=True, has_touch=True)  # fmt: skip
     phone.open("/")
     expect(phone.row(job_id)).to_be_visible()
     phone.page.screenshot(path=screenshots / "jobs-phone.png")
-    assert not dash.dialogs and not phone.dialogs
+    dark = open_dashboard(board, board.admin_token, color_scheme="dark")
+    dark.open(f"/jobs/{job_id}")
+    dark.page.screenshot(path=screenshots / "job-dark.png")
+    assert not dash.dialogs and not phone.dialogs and not dark.dialogs
 
 
 def test_cancel_retry_and_priority_from_the_job_page_change_the_job_on_the_board(
@@ -145,7 +149,7 @@ def test_a_farmhand_paused_from_the_page_stops_claiming_and_shows_why(
 
     time.sleep(1.5)  # let the polls that began before the pause run out
     job_id = submit(alice, "Paused farm test", [clip])
-    time.sleep(4)  # both farmhands keep polling the board all this time
+    time.sleep(3)  # both farmhands keep polling the board all this time
     assert job(alice, job_id)["state"] == "queued"
     assert "pc-green" in (farmhand_view(admin, "pc-green") or {})["name"]
     page.screenshot(path=screenshots / "farmhands.png")

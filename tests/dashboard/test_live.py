@@ -8,7 +8,7 @@ import secrets
 from board.dashboard.render import duration
 from board.dashboard.summary import percentile
 from tests.dashboard.conftest import submit, upload
-from tests.dashboard.web import first_snapshots, signed_in
+from tests.dashboard.web import first_snapshots, next_events, signed_in
 
 
 def test_the_stream_sends_a_new_snapshot_when_a_job_is_submitted(shared_board, media_dir):
@@ -44,6 +44,20 @@ def test_the_stream_follows_the_page_s_tab_and_a_job_page(shared_board, media_di
         }  # fmt: skip
         assert "submitted by" in page["regions"]["job-events"]
         assert browser.get("/dashboard/events?view=nonsense").status_code == 400
+
+
+def test_a_revoked_session_is_signed_out_of_an_open_page(shared_board):
+    name = f"gone-{secrets.token_hex(3)}"
+    token = shared_board.token("submitter", name)
+
+    def revoke() -> None:
+        with shared_board.admin() as admin:
+            assert admin.delete(f"/api/v1/tokens/{name}").status_code == 204
+
+    with signed_in(shared_board, token) as browser:
+        seen = next_events(browser, "view=jobs", {"signed-out"}, after=revoke)
+        assert seen[0] == "snapshot" and seen[-1] == "signed-out"
+        assert browser.get("/").status_code == 303  # the page now sends it to sign in
 
 
 def test_queue_wait_percentiles():

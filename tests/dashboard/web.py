@@ -55,6 +55,22 @@ def first_snapshots(client: httpx.Client, query: str, count: int = 1, after=None
     return found
 
 
+def next_events(client: httpx.Client, query: str, names: set[str], after=None) -> list[str]:
+    """The names of the stream's events up to the first one in ``names``; ``after()`` runs once
+    the first snapshot has arrived."""
+    seen: list[str] = []
+    with client.stream("GET", f"/dashboard/events?{query}", timeout=15) as stream:
+        for line in stream.iter_lines():
+            if not line.startswith("event: "):
+                continue
+            seen.append(line[7:])
+            if seen[-1] in names:
+                break
+            if seen == ["snapshot"] and after is not None:
+                after()
+    return seen
+
+
 def snapshot_html(snapshot: dict) -> str:
     parts = list(snapshot["regions"].values())
     for rows in snapshot["lists"].values():
