@@ -48,13 +48,19 @@ def session_token(request: Request) -> str:
 
 
 def _cross_site(request: Request) -> bool:
-    """A form posted from another site (login CSRF): the browser says so, or the Origin does."""
-    if request.headers.get("sec-fetch-site") == "cross-site":
-        return True
+    """A form posted from another site (login CSRF). Browsers say where a request came from in
+    ``Sec-Fetch-Site``; older ones send ``Origin``, compared with the host the request reached
+    (behind a proxy that rewrites Host, ``Sec-Fetch-Site`` is what decides)."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site not in ("same-origin", "none")
     origin = request.headers.get("origin")
-    if not origin or origin == "null":
-        return origin == "null"
-    return urlsplit(origin).netloc != request.headers.get("host", "")
+    if origin is None:
+        return False  # not a browser, or one that sends neither: nothing to protect
+    if origin == "null":
+        return True  # a sandboxed frame or a data: page
+    host = request.headers.get("x-forwarded-host") or request.headers.get("host", "")
+    return urlsplit(origin).netloc != host
 
 
 async def _signed_in(request: Request, board: BoardState) -> Principal | None:

@@ -65,14 +65,19 @@ def test_sign_in_refuses_unknown_revoked_and_farmhand_tokens(shared_board, role,
         assert "set-cookie" not in r.headers
 
 
-def test_sign_in_posted_from_another_site_is_refused(shared_board):
+@pytest.mark.parametrize(
+    "headers",
+    [{"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}, {"Origin": "null"}],
+)
+def test_sign_in_posted_from_another_site_is_refused(shared_board, headers):
     with httpx.Client(base_url=shared_board.url) as browser:
-        r = browser.post(
-            "/signin",
-            data={"token": shared_board.admin_token},
-            headers={"Origin": "https://evil.example"},
-        )
+        r = browser.post("/signin", data={"token": shared_board.admin_token}, headers=headers)
         assert r.status_code == 403 and "set-cookie" not in r.headers
+        same = browser.post(
+            "/signin", data={"token": shared_board.admin_token},
+            headers={"Origin": shared_board.url, "Sec-Fetch-Site": "same-origin"},
+        )  # fmt: skip
+        assert same.status_code == 303
 
 
 @pytest.mark.parametrize(
