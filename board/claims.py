@@ -11,8 +11,9 @@ The rule (DESIGN.md "Claim"): the highest ``priority``, then oldest, ``queued`` 
 - a farmhand that failed the job is skipped for it while another online farmhand could take it.
 
 Exactly one farmhand gets a job: on SQLite the whole select-and-update runs in a ``BEGIN
-IMMEDIATE`` transaction (one writer at a time); on PostgreSQL the candidates are locked with
-``FOR UPDATE SKIP LOCKED``, so concurrent claimers never wait on, or take, each other's rows.
+IMMEDIATE`` transaction (one writer at a time); on PostgreSQL the chosen candidate is locked with
+``FOR UPDATE SKIP LOCKED`` before it is taken, so concurrent claimers never wait on, or take,
+each other's rows.
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ import secrets
 import time
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, false, insert, or_, select, update
+from sqlalchemy import and_, exists, false, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from board import lifecycle
 from board.errors import Forbidden
 from board.farm import upsert_farmhand
 from board.lifecycle import record_event, release_forgotten_claims
-from board.matching import CODECS, Skills, skills_of, tags_satisfied
-from board.models import attempts, farmhands, jobs
+from board.matching import CODECS, Skills, can_take, skills_of
+from board.models import attempts, farmhands, job_tags, jobs
 from board.notify import wait_armed
 from board.state import BoardState, OnlineFarm
 from wire import Claim, ClaimRequest, Release
@@ -62,6 +64,94 @@ def _eligible(skills: Skills, online: OnlineFarm, now: float, grace_s: float):
     return and_(or_(*ors), jobs.c.req_gpu_memory_mb <= skills.gpu_memory_mb)
 
 
+def _better_left_to_others(row, farmhand_id: int, online: OnlineFarm) -> bool:
+    """A farmhand that failed this job skips it while another online farmhand that has not
+    failed it could take it (a retry elsewhere is likelier to succeed)."""
+    failed_by = set(row.failed_by or [])
+    if farmhand_id not in failed_by:
+        return False
+    return any(
+        can_take(skills, row.requirements)
+        for other, skills in online.skills.items()
+        if other != farmhand_id and other not in failed_by
+    )
+
+
+async def _lock_candidate(board: BoardState, conn: AsyncConnection, job_id: str) -> bool:
+    """Lock one candidate row for this claim. On PostgreSQL, a row another claimer is taking
+    is skipped rather than waited for (and only the row we take is locked, so concurrent
+    claimers never find the queue spuriously empty); on SQLite ``BEGIN IMMEDIATE`` already made
+    this transaction the only writer."""
+    if board.db.is_sqlite:
+        return True
+    locked = await conn.execute(
+        select(jobs.c.id)
+        .where(jobs.c.id == job_id, jobs.c.state == "queued")
+        .with_for_update(skip_locked=True)
+    )
+    return locked.first() is not None
+
+
+def _candidates_query(skills: Skills, online: OnlineFarm, now: float, grace_s: float):
+    """Claimable jobs this farmhand can do, best first (page with ``.offset``)."""
+    foreign_tag = exists().where(
+        job_tags.c.job_id == jobs.c.id, job_tags.c.tag.not_in(sorted(skills.tags))
+    )
+    return (
+        select(jobs.c.id, jobs.c.attempts, jobs.c.failed_by, jobs.c.requirements)
+        .where(
+            jobs.c.state == "queued",
+            jobs.c.not_before <= now,
+            _eligible(skills, online, now, grace_s),
+            ~foreign_tag,
+        )
+        .order_by(jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
+        .limit(CANDIDATES)
+    )
+
+
+async def _take(
+    conn: AsyncConnection, row, farmhand_id: int, farmhand_name: str, lease_s: float, now: float
+) -> tuple[str, float] | None:
+    """Give the job to the farmhand under a new lease; (lease token, expiry), or None when the
+    job is no longer queued."""
+    lease_token = secrets.token_urlsafe(24)
+    expires = now + lease_s
+    attempt = row.attempts + 1
+    result = await conn.execute(
+        update(jobs)
+        .where(jobs.c.id == row.id, jobs.c.state == "queued")
+        .values(
+            state="claimed",
+            lease_token=lease_token,
+            lease_expires_at=expires,
+            farmhand_id=farmhand_id,
+            attempts=attempt,
+            claimed_at=now,
+            progress_at=now,
+            stage="claimed",
+            progress=0.0,
+            updated_at=now,
+        )
+    )
+    if result.rowcount != 1:
+        return None
+    await conn.execute(
+        insert(attempts).values(
+            job_id=row.id,
+            number=attempt,
+            farmhand_id=farmhand_id,
+            lease_token=lease_token,
+            started_at=now,
+        )
+    )
+    await record_event(
+        conn, row.id, "queued", "claimed", farmhand=farmhand_name, message=f"attempt {attempt}",
+        at=now,
+    )  # fmt: skip
+    return lease_token, expires
+
+
 async def _try_claim(
     board: BoardState,
     farmhand_id: int,
@@ -71,74 +161,26 @@ async def _try_claim(
     config = board.config
     now = time.time()
     online = await board.online_farm()
-    query = (
-        select(
-            jobs.c.id,
-            jobs.c.state,
-            jobs.c.attempts,
-            jobs.c.failed_by,
-            jobs.c.req_tags,
-            jobs.c.requirements,
-        )
-        .where(
-            jobs.c.state == "queued",
-            jobs.c.not_before <= now,
-            _eligible(skills, online, now, config.gpu_grace_s),
-        )
-        .order_by(jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
-        .limit(CANDIDATES)
-    )
-    if not board.db.is_sqlite:
-        query = query.with_for_update(skip_locked=True, of=jobs)
+    query = _candidates_query(skills, online, now, config.gpu_grace_s)
     async with board.db.write() as conn:
-        for row in (await conn.execute(query)).all():
-            if row.req_tags and not tags_satisfied(row.requirements.get("tags"), skills):
+        offset = 0
+        while True:
+            rows = (await conn.execute(query.offset(offset))).all()
+            for row in rows:
+                if _better_left_to_others(row, farmhand_id, online):
+                    continue
+                if not await _lock_candidate(board, conn, row.id):
+                    continue
+                taken = await _take(conn, row, farmhand_id, farmhand_name, config.lease_s, now)
+                if taken is not None:
+                    break
+            else:
+                if len(rows) < CANDIDATES:
+                    return None
+                offset += CANDIDATES  # every one skipped: look further down the queue
                 continue
-            failed_by = row.failed_by or []
-            if farmhand_id in failed_by and (online.active_ids - set(failed_by) - {farmhand_id}):
-                continue  # someone who has not failed it yet is online: leave it to them
-            lease_token = secrets.token_urlsafe(24)
-            expires = now + config.lease_s
-            attempt = row.attempts + 1
-            result = await conn.execute(
-                update(jobs)
-                .where(jobs.c.id == row.id, jobs.c.state == "queued")
-                .values(
-                    state="claimed",
-                    lease_token=lease_token,
-                    lease_expires_at=expires,
-                    farmhand_id=farmhand_id,
-                    attempts=attempt,
-                    claimed_at=now,
-                    progress_at=now,
-                    stage="claimed",
-                    progress=0.0,
-                    updated_at=now,
-                )
-            )
-            if result.rowcount != 1:
-                continue
-            await conn.execute(
-                insert(attempts).values(
-                    job_id=row.id,
-                    number=attempt,
-                    farmhand_id=farmhand_id,
-                    lease_token=lease_token,
-                    started_at=now,
-                )
-            )
-            await record_event(
-                conn,
-                row.id,
-                "queued",
-                "claimed",
-                farmhand=farmhand_name,
-                message=f"attempt {attempt}",
-                at=now,
-            )
             break
-        else:
-            return None
+    lease_token, expires = taken
     board.feed.job_changed(row.id)
     board.metrics.transition("claimed")
     return Claim(

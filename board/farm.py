@@ -13,7 +13,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from board.errors import BadRequest, Forbidden, NotFound
-from board.matching import skills_of
 from board.models import farmhands, jobs
 from board.state import BoardState
 from board.views import farmhand_view
@@ -42,10 +41,9 @@ async def upsert_farmhand(
     values: dict[str, Any] = {"last_seen_at": now, "token_id": token_id, **(extra or {})}
     if capabilities is not None:
         values["capabilities"] = msgspec.to_builtins(capabilities)
-        values["hw_codecs"] = ",".join(sorted(skills_of(capabilities).hardware))
     result = await conn.execute(update(farmhands).where(farmhands.c.name == name).values(**values))
     if result.rowcount == 0:
-        row = {"capabilities": None, "hw_codecs": "", "owner_paused": False, "owner_reason": ""}
+        row = {"capabilities": None, "owner_paused": False, "owner_reason": ""}
         row.update(values)
         # A farmhand with several slots claims from each at once when it starts: the first
         # insert wins, the others update the row it made.

@@ -17,7 +17,7 @@ from board.errors import BadRequest, BoardError, Conflict, NotFound
 from board.ids import new_id
 from board.lifecycle import held_job, record_event
 from board.limits import apply_limits, check_clip_count, check_render_seconds, load_limits
-from board.models import attempts, farmhands, job_events, job_media, jobs, media
+from board.models import attempts, farmhands, job_events, job_media, job_tags, jobs, media
 from board.state import BoardState
 from board.views import job_select, job_view, to_dt
 from timeline.plan import estimate_duration
@@ -158,7 +158,6 @@ async def _insert_job(
             req_codec=req.codec,
             req_encoder=req.encoder,
             req_gpu_memory_mb=req.min_gpu_memory_mb,
-            req_tags=bool(req.tags),
             attempts=0,
             max_attempts=job.max_attempts,
             not_before=0.0,
@@ -172,6 +171,10 @@ async def _insert_job(
             updated_at=now,
         )
     )
+    if req.tags:
+        await conn.execute(
+            insert(job_tags), [{"job_id": job_id, "tag": tag} for tag in sorted(set(req.tags))]
+        )
     media_ids = sorted({s.media for _, s, _ in _roles(job.compilation) if s.media})
     if sub.limits.forced_watermark and sub.limits.forced_watermark not in media_ids:
         media_ids.append(sub.limits.forced_watermark)

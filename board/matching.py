@@ -1,6 +1,8 @@
 """What a farmhand can do, read from its verified capabilities, in the terms jobs ask for.
 
-Pure functions: the claim query (``board.claims``) turns a ``Skills`` into SQL predicates.
+Pure functions: the claim query (``board.claims``) turns a ``Skills`` into SQL predicates;
+``can_take`` answers the same question in Python for one job (is there someone else who could
+take the job a farmhand failed?).
 """
 
 from __future__ import annotations
@@ -46,3 +48,21 @@ def skills_of(capabilities: Capabilities) -> Skills:
 
 def tags_satisfied(required: list[str] | None, skills: Skills) -> bool:
     return not required or set(required) <= skills.tags
+
+
+def can_take(skills: Skills, requirements: dict) -> bool:
+    """Whether a farmhand with ``skills`` meets a job's stored ``requirements`` (the GPU grace
+    period is about when, not whether, and is left to the claim query)."""
+    codec = requirements.get("codec")
+    policy = requirements.get("encoder", "any")
+    if policy == "gpu":
+        able = codec in skills.hardware
+    elif policy == "cpu":
+        able = codec in skills.software
+    else:
+        able = codec in skills.any_codec
+    return (
+        able
+        and skills.gpu_memory_mb >= (requirements.get("min_gpu_memory_mb") or 0)
+        and tags_satisfied(requirements.get("tags"), skills)
+    )

@@ -74,7 +74,6 @@ farmhands = Table(
     Column("owner_reason", Text, nullable=False, default=""),
     Column("consecutive_failures", Integer, nullable=False, default=0),
     Column("jobs_done", Integer, nullable=False, default=0),
-    Column("hw_codecs", String(64), nullable=False, default=""),  # "h264,hevc": verified hardware
     Column("first_seen_at", Float, nullable=False),
     Column("last_seen_at", Float, nullable=False),
 )
@@ -93,7 +92,6 @@ jobs = Table(
     Column("req_codec", String(8), nullable=False),
     Column("req_encoder", String(8), nullable=False),
     Column("req_gpu_memory_mb", Integer, nullable=False, default=0),
-    Column("req_tags", Boolean, nullable=False, default=False),  # any tags to check in Python
     Column("attempts", Integer, nullable=False, default=0),
     Column("max_attempts", Integer, nullable=False, default=3),
     Column("not_before", Float, nullable=False, default=0.0),
@@ -119,6 +117,15 @@ jobs = Table(
     Index("ix_jobs_claim_order", "state", "priority", "created_at"),
     Index("ix_jobs_lease", "state", "lease_expires_at"),
     Index("ix_jobs_submitter_state", "submitter_id", "state"),
+)
+
+# A job's required tags, one row each, so the claim query can test "tags ⊆ the farmhand's tags"
+# in SQL (filtering after the LIMIT would starve a farmhand behind jobs it cannot take).
+job_tags = Table(
+    "job_tags",
+    metadata,
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(64), primary_key=True),
 )
 
 job_media = Table(

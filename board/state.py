@@ -5,14 +5,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import msgspec
 from sqlalchemy import select
 
 from board.config import BoardConfig
 from board.db import Database
+from board.matching import Skills, skills_of
 from board.metrics import Metrics
 from board.models import farmhands
 from board.notify import JobFeed
 from board.storage import Storage
+from wire import Capabilities
 
 
 @dataclass
@@ -20,8 +23,16 @@ class OnlineFarm:
     """Which farmhands are online and able, re-read at most once a second (claims ask often)."""
 
     at: float = 0.0
-    active_ids: frozenset[int] = frozenset()
-    gpu_codecs: frozenset[str] = frozenset()  # hardware codecs of online, active farmhands
+    skills: dict[int, Skills] = field(default_factory=dict)  # farmhand id → what it can do
+
+    @property
+    def active_ids(self) -> frozenset[int]:
+        return frozenset(self.skills)
+
+    @property
+    def gpu_codecs(self) -> frozenset[str]:
+        """Hardware codecs of online, active farmhands."""
+        return frozenset(codec for s in self.skills.values() for codec in s.hardware)
 
 
 @dataclass
@@ -41,17 +52,18 @@ class BoardState:
         async with self.db.read() as conn:
             rows = (
                 await conn.execute(
-                    select(farmhands.c.id, farmhands.c.hw_codecs).where(
+                    select(farmhands.c.id, farmhands.c.capabilities).where(
                         farmhands.c.last_seen_at > now - self.config.lease_s,
                         farmhands.c.state == "active",
                         farmhands.c.owner_paused.is_(False),
                     )
                 )
             ).all()
-        codecs: set[str] = set()
-        for row in rows:
-            codecs.update(c for c in row.hw_codecs.split(",") if c)
         self.online = OnlineFarm(
-            at=now, active_ids=frozenset(r.id for r in rows), gpu_codecs=frozenset(codecs)
+            at=now,
+            skills={
+                row.id: skills_of(msgspec.convert(row.capabilities or {}, Capabilities))
+                for row in rows
+            },
         )
         return self.online

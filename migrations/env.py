@@ -7,11 +7,19 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from board.config import normalize_database_url
 from board.db import migration_engine
 from board.models import metadata
 
 config = context.config
 target_metadata = metadata
+
+
+def _database_url() -> str:
+    """``alembic -x database_url=postgresql://… upgrade head`` wins over the configured URL;
+    either may be written as people paste it (postgres://, sqlite:///…)."""
+    given = context.get_x_argument(as_dictionary=True).get("database_url")
+    return normalize_database_url(given or config.get_main_option("sqlalchemy.url"))
 
 
 def _run(connection: Connection) -> None:
@@ -26,7 +34,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = migration_engine(config.get_main_option("sqlalchemy.url"))
+    engine = migration_engine(_database_url())
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)
@@ -36,9 +44,7 @@ async def _run_async() -> None:
 
 
 if context.is_offline_mode():
-    context.configure(
-        url=config.get_main_option("sqlalchemy.url"), target_metadata=metadata, literal_binds=True
-    )
+    context.configure(url=_database_url(), target_metadata=metadata, literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
 else:

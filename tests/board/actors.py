@@ -31,6 +31,21 @@ GPU_H264 = ("h264_nvenc", "libx264")  # hardware H.264 only: no hardware HEVC
 GPU_ALL = ("h264_nvenc", "hevc_nvenc", "libx264", "libx265")
 
 
+def http_client(board: RunningBoard, token: str | None = None) -> httpx.Client:
+    """A client for ``board`` (plain HTTP: skipping the TLS set-up makes it 100× cheaper to
+    make, which matters when a test makes dozens)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=board.url, headers=headers, timeout=30, verify=False)
+
+
+def make_token(board: RunningBoard, role: str, name: str) -> str:
+    """A new token of ``role`` (a submitter token makes a submitter of the same name)."""
+    with http_client(board, board.admin_token) as admin:
+        r = admin.post(f"{API}/tokens", json={"role": role, "name": name})
+        assert r.status_code == 201, r.text
+        return r.json()["token"]
+
+
 def new_lane() -> str:
     return f"lane-{secrets.token_hex(4)}"
 
@@ -79,8 +94,8 @@ class Submitter:
         self.board = board
         self.name = name or f"sub-{secrets.token_hex(3)}"
         self.lane = lane
-        self.token = board.token("submitter", self.name)
-        self.http = board.client(self.token)
+        self.token = make_token(board, "submitter", self.name)
+        self.http = http_client(board, self.token)
 
     def upload(self, path: Path, *, expect: int | tuple[int, ...] = (200, 201)) -> dict:
         """Upload a file as media; returns the media view."""
@@ -228,12 +243,12 @@ class Farmhand:
     ):
         self.board = board
         self.name = name or f"fh-{secrets.token_hex(3)}"
-        self.token = token or board.token("farmhand", self.name)
+        self.token = token or make_token(board, "farmhand", self.name)
         tags = (lane,) if lane else ()
         self.capabilities = capabilities(
             encoders, tags=tags, gpu_memory_mb=gpu_memory_mb, slots=slots
         )
-        self.http = board.client(self.token)
+        self.http = http_client(board, self.token)
         self.holding: set[str] = set()  # job ids it holds, told to the board on every claim
 
     def claim_response(self, wait_s: float = 0.0) -> httpx.Response:
@@ -268,7 +283,7 @@ class Farmhand:
 
 def farmhand_view(board: RunningBoard, name: str) -> dict:
     """The admin's view of one farmhand (GET /api/v1/farmhands)."""
-    with board.admin() as admin:
+    with http_client(board, board.admin_token) as admin:
         r = admin.get(f"{API}/farmhands")
         assert r.status_code == 200, r.text
     for view in r.json():

@@ -24,7 +24,7 @@ from tests.board.actors import (
 from tests.board.conftest import board_with
 
 # A board of its own: which GPU farmhands are online is farm-wide, and the grace is short.
-matching_board = board_with({"BOARD_GPU_GRACE_S": "1.5"})
+matching_board = board_with({"BOARD_GPU_GRACE_S": "1"})
 
 
 @pytest.mark.slow
@@ -63,10 +63,6 @@ def test_200_jobs_32_claimers_each_job_claimed_exactly_once(
     assert page["total"] == 200
     assert {j["attempts"] for j in page["items"]} == {1}
 
-    with ThreadPoolExecutor(8) as pool:  # tidy up: nobody will render these
-        codes = set(pool.map(lambda j: submitter.http.post(f"{API}/jobs/{j}/cancel").status_code,
-                             submitted))  # fmt: skip
-    assert codes == {200}
     assert board_tracebacks(shared_board) == []
 
 
@@ -96,7 +92,7 @@ def test_idle_claimer_gets_a_new_job_within_100_ms(submitter, farmhand_in_lane, 
     farmhand.claim_ok()
 
     latencies = []
-    for _ in range(7):
+    for _ in range(5):
         got: dict = {}
 
         def wait_for_work(got=got) -> None:
@@ -105,7 +101,7 @@ def test_idle_claimer_gets_a_new_job_within_100_ms(submitter, farmhand_in_lane, 
 
         waiter = threading.Thread(target=wait_for_work)
         waiter.start()
-        time.sleep(0.3)  # the claimer is now idle, long-polling
+        time.sleep(0.2)  # the claimer is now idle, long-polling
         submitted_at = time.monotonic()
         job = submitter.submit_ok(compilation)
         waiter.join(15)
@@ -134,51 +130,65 @@ def test_highest_priority_then_oldest_is_claimed_first(submitter, farmhand_in_la
     assert order == [top["id"], old["id"], new["id"], low["id"]]
 
 
-def test_gpu_hevc_job_is_never_given_without_a_verified_hardware_hevc_encoder(
-    matching_board, media_dir
+def test_a_farmhand_finds_its_job_behind_many_it_cannot_take(
+    submitter, farmhand_in_lane, media_dir
 ):
-    submitter = Submitter(matching_board)
+    """The oldest jobs need a tag this farmhand lacks; the one it can do is far down the queue."""
+    clip = submitter.upload(media_dir / "a.mp4")
+    body = submitter.body(submitter.compilation(clip["id"]), requirements={"tags": ["studio"]})
+    r = submitter.http.post(f"{API}/jobs/batch", json={"jobs": [body] * 40})
+    assert r.json()["created"] == 40
+    mine = submitter.submit_ok(submitter.compilation(clip["id"]), priority=-1)
+    assert farmhand_in_lane().claim_ok().job_id == mine["id"]
+
+
+def test_gpu_hevc_job_is_never_given_without_a_verified_hardware_hevc_encoder(
+    matching_board, lane, media_dir
+):
+    submitter = Submitter(matching_board, lane=lane)
     clip = submitter.upload(media_dir / "a.mp4")
     hevc = submitter.compilation(clip["id"], output={"codec": "hevc"})
     job = submitter.submit_ok(hevc, requirements={"encoder": "gpu"})
     assert job["requirements"] == {
         "codec": "hevc",
         "encoder": "gpu",
-        "tags": [],
+        "tags": [lane],
         "min_gpu_memory_mb": 0,
     }
-    cpu = Farmhand(matching_board, encoders=CPU_ALL)  # libx265: software HEVC only
-    h264_gpu = Farmhand(matching_board, encoders=GPU_H264, gpu_memory_mb=8000)
-    unknown = Farmhand(matching_board, encoders=("hevc_magic", "libx265"))  # not in our table
+    cpu = Farmhand(matching_board, lane=lane, encoders=CPU_ALL)  # libx265: software HEVC only
+    h264_gpu = Farmhand(matching_board, lane=lane, encoders=GPU_H264, gpu_memory_mb=8000)
+    unknown = Farmhand(
+        matching_board, lane=lane, encoders=("hevc_magic", "libx265")
+    )  # not in our table
     for farmhand in (cpu, h264_gpu, unknown, cpu, h264_gpu):
         assert farmhand.claim() is None, f"{farmhand.capabilities['encoders']} got a gpu job"
-    gpu = Farmhand(matching_board, encoders=GPU_ALL, gpu_memory_mb=8000)
+    gpu = Farmhand(matching_board, lane=lane, encoders=GPU_ALL, gpu_memory_mb=8000)
     assert gpu.claim_ok().job_id == job["id"]
 
 
-def test_gpu_memory_and_tags_are_required(matching_board, media_dir):
-    submitter = Submitter(matching_board)
+def test_gpu_memory_and_tags_are_required(matching_board, lane, media_dir):
+    submitter = Submitter(matching_board, lane=lane)
     clip = submitter.upload(media_dir / "a.mp4")
     c = submitter.compilation(clip["id"])
     job = submitter.submit_ok(c, requirements={"encoder": "gpu", "min_gpu_memory_mb": 12000,
                                                "tags": ["studio"]})  # fmt: skip
-    small = Farmhand(matching_board, encoders=GPU_ALL, gpu_memory_mb=8000)
-    small.capabilities["tags"] = ["studio"]
-    untagged = Farmhand(matching_board, encoders=GPU_ALL, gpu_memory_mb=16000)
+    small = Farmhand(matching_board, lane=lane, encoders=GPU_ALL, gpu_memory_mb=8000)
+    small.capabilities["tags"] = ["studio", lane]
+    untagged = Farmhand(matching_board, lane=lane, encoders=GPU_ALL, gpu_memory_mb=16000)
     assert small.claim() is None and untagged.claim() is None
-    big = Farmhand(matching_board, encoders=GPU_ALL, gpu_memory_mb=16000)
-    big.capabilities["tags"] = ["studio", "fast"]
+    big = Farmhand(matching_board, lane=lane, encoders=GPU_ALL, gpu_memory_mb=16000)
+    big.capabilities["tags"] = ["studio", "fast", lane]
     assert big.claim_ok().job_id == job["id"]
 
 
 def test_any_job_goes_to_a_gpu_farmhand_first_and_to_a_cpu_one_after_the_grace(
-    matching_board, media_dir
+    matching_board, lane, media_dir
 ):
-    submitter = Submitter(matching_board)
+    submitter = Submitter(matching_board, lane=lane)
     clip = submitter.upload(media_dir / "a.mp4")
     c = submitter.compilation(clip["id"])
-    gpu = Farmhand(matching_board, encoders=GPU_ALL, gpu_memory_mb=8000)
-    cpu = Farmhand(matching_board, encoders=CPU_H264)
+    gpu = Farmhand(matching_board, lane=lane, encoders=GPU_ALL, gpu_memory_mb=8000)
+    cpu = Farmhand(matching_board, lane=lane, encoders=CPU_H264)
     assert gpu.report_status().status_code == 200  # a capable GPU farmhand is online
     assert cpu.report_status().status_code == 200
 
@@ -192,20 +202,25 @@ def test_any_job_goes_to_a_gpu_farmhand_first_and_to_a_cpu_one_after_the_grace(
     assert cpu.claim() is None
     lease = cpu.claim(wait_s=5)
     assert lease is not None and lease.job_id == second["id"]
-    assert time.monotonic() - queued_at >= 1.4  # BOARD_GPU_GRACE_S
+    assert time.monotonic() - queued_at >= 0.9  # BOARD_GPU_GRACE_S
 
 
-def test_any_job_goes_to_a_cpu_farmhand_at_once_when_no_gpu_can_take_it(matching_board, media_dir):
-    submitter = Submitter(matching_board)
+def test_any_job_goes_to_a_cpu_farmhand_at_once_when_no_gpu_can_take_it(
+    matching_board, lane, media_dir
+):
+    submitter = Submitter(matching_board, lane=lane)
     clip = submitter.upload(media_dir / "a.mp4")
     av1 = submitter.compilation(clip["id"], output={"codec": "av1"})
     job = submitter.submit_ok(av1)  # no farmhand of this board has hardware AV1
-    assert Farmhand(matching_board, encoders=CPU_ALL).claim_ok().job_id == job["id"]
+    assert Farmhand(matching_board, lane=lane, encoders=CPU_ALL).claim_ok().job_id == job["id"]
 
 
-def test_cpu_job_is_not_given_to_a_hardware_only_farmhand(matching_board, media_dir):
-    submitter = Submitter(matching_board)
+def test_cpu_job_is_not_given_to_a_hardware_only_farmhand(matching_board, lane, media_dir):
+    submitter = Submitter(matching_board, lane=lane)
     clip = submitter.upload(media_dir / "a.mp4")
     job = submitter.submit_ok(submitter.compilation(clip["id"]), requirements={"encoder": "cpu"})
-    assert Farmhand(matching_board, encoders=("h264_nvenc",), gpu_memory_mb=8000).claim() is None
-    assert Farmhand(matching_board, encoders=CPU_H264).claim_ok().job_id == job["id"]
+    assert (
+        Farmhand(matching_board, lane=lane, encoders=("h264_nvenc",), gpu_memory_mb=8000).claim()
+        is None
+    )
+    assert Farmhand(matching_board, lane=lane, encoders=CPU_H264).claim_ok().job_id == job["id"]
