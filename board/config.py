@@ -35,6 +35,7 @@ class BoardConfig:
     retry_base_s: float = 5.0
     retry_max_s: float = 300.0
     reap_interval_s: float = 1.0
+    janitor_interval_s: float = 60.0
     quarantine_after: int = 5
     url_clip_estimate_s: float = 30.0
     max_upload_bytes: int = 20 * 1024**3
@@ -96,6 +97,7 @@ def load_config(**overrides) -> BoardConfig:
         retry_base_s=_float("BOARD_RETRY_BASE_S", 5.0),
         retry_max_s=_float("BOARD_RETRY_MAX_S", 300.0),
         reap_interval_s=_float("BOARD_REAP_INTERVAL_S", 1.0),
+        janitor_interval_s=_float("BOARD_JANITOR_INTERVAL_S", 60.0),
         quarantine_after=int(_float("BOARD_QUARANTINE_AFTER", 5)),
         url_clip_estimate_s=_float("BOARD_URL_CLIP_ESTIMATE_S", 30.0),
         max_upload_bytes=int(_float("BOARD_MAX_UPLOAD_BYTES", 20 * 1024**3)),

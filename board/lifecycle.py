@@ -27,6 +27,9 @@ from board.state import BoardState
 from wire import ACTIVE_STATES, Complete, Fail, Heartbeat, HeartbeatReply, Release
 
 STDERR_TAIL_MAX = 8000
+# Stages that move bytes over the network: their speed is the link's, not ffmpeg's, so they are
+# not watched for stalls (the lease still is). A stage change counts as progress.
+TRANSFER_STAGES = ("fetching", "uploading")
 
 
 async def record_event(
@@ -107,6 +110,31 @@ async def held_job(conn: AsyncConnection, job_id: str, lease_token: str) -> Held
     )
 
 
+async def cancelled_under(conn: AsyncConnection, job_id: str, lease_token: str) -> bool:
+    """Whether the job was cancelled while ``lease_token`` held it (its holder is yet to be told
+    to stop: its heartbeat answers ``cancel: true``)."""
+    outcome = (
+        await conn.execute(
+            select(attempts.c.outcome).where(
+                attempts.c.lease_token == lease_token, attempts.c.job_id == job_id
+            )
+        )
+    ).scalar()
+    return outcome == "cancelled"
+
+
+async def check_lease(
+    conn: AsyncConnection, job_id: str, lease_token: str, *, cancelled_ok: bool = False
+) -> None:
+    """LeaseLost unless ``lease_token`` holds the job — or, with ``cancelled_ok``, held it when the
+    job was cancelled (a heartbeat then answers ``cancel: true`` rather than 409)."""
+    try:
+        await held_job(conn, job_id, lease_token)
+    except LeaseLost:
+        if not (cancelled_ok and await cancelled_under(conn, job_id, lease_token)):
+            raise
+
+
 async def _fenced_update(
     conn: AsyncConnection, job_id: str, lease_token: str, values: dict[str, Any]
 ) -> None:
@@ -148,7 +176,7 @@ async def heartbeat(
     async with board.db.write() as conn:
         row = (
             await conn.execute(
-                select(jobs.c.state, jobs.c.progress, jobs.c.farmhand_id).where(
+                select(jobs.c.state, jobs.c.stage, jobs.c.progress, jobs.c.farmhand_id).where(
                     jobs.c.id == job_id,
                     jobs.c.lease_token == beat.lease_token,
                     jobs.c.state.in_(ACTIVE_STATES),
@@ -156,14 +184,7 @@ async def heartbeat(
             )
         ).first()
         if row is None:
-            cancelled = (
-                await conn.execute(
-                    select(attempts.c.outcome).where(
-                        attempts.c.lease_token == beat.lease_token, attempts.c.job_id == job_id
-                    )
-                )
-            ).scalar()
-            if cancelled == "cancelled":
+            if await cancelled_under(conn, job_id, beat.lease_token):
                 return HeartbeatReply(lease_expires_at=_dt(now), cancel=True)
             raise LeaseLost(job_id)
         values: dict[str, Any] = {
@@ -174,7 +195,7 @@ async def heartbeat(
             "updated_at": now,
         }
         # Stall detection watches progress, not heartbeats: a hung ffmpeg keeps heartbeating.
-        if beat.progress > row.progress or row.state == "claimed":
+        if beat.progress > row.progress or beat.stage != row.stage or row.state == "claimed":
             values["progress_at"] = now
         if row.state == "claimed":
             values["state"] = "running"

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterable
 
 from sqlalchemy import select
 
-from board.errors import BadRequest, Conflict, RangeNotSatisfiable
+from board.errors import BadRequest, Conflict, LeaseLost, RangeNotSatisfiable
 from board.lifecycle import complete, held_job
 from board.models import jobs, outputs
 from board.state import BoardState
@@ -32,20 +32,36 @@ THUMBNAIL_MAX = 5 * 1024 * 1024
 _locks: dict[str, asyncio.Lock] = {}
 
 
-def _lease_tag(lease_token: str) -> str:
+def lease_tag(lease_token: str) -> str:
+    """The lease's mark in file names (the token itself is a secret and never written down)."""
     return hashlib.sha256(lease_token.encode()).hexdigest()[:24]
 
 
 def part_key(job_id: str, lease_token: str) -> str:
-    return f"uploads/{job_id}.{_lease_tag(lease_token)}.part"
+    return f"uploads/{job_id}.{lease_tag(lease_token)}.part"
 
 
 def staged_key(job_id: str, lease_token: str) -> str:
-    return f"outputs/{job_id}/{_lease_tag(lease_token)}.mp4"
+    return f"outputs/{job_id}/{lease_tag(lease_token)}.mp4"
 
 
 def thumb_key(job_id: str, lease_token: str) -> str:
-    return f"outputs/{job_id}/{_lease_tag(lease_token)}.jpg"
+    return f"outputs/{job_id}/{lease_tag(lease_token)}.jpg"
+
+
+_UPLOAD_FILE = re.compile(
+    r"^(?:uploads/(?P<job>[A-Za-z0-9_-]+)\.(?P<tag>[0-9a-f]{24})\.part(?:\.json)?"
+    r"|outputs/(?P<job2>[A-Za-z0-9_-]+)/(?P<tag2>[0-9a-f]{24})\.(?:mp4|mp4\.json|jpg))$"
+)
+
+
+def upload_owner(key: str) -> tuple[str, str] | None:
+    """(job id, lease tag) of a file an upload made (a part, a staged or committed output, a
+    thumbnail, their checksum notes); None for any other key."""
+    match = _UPLOAD_FILE.match(key)
+    if match is None:
+        return None
+    return match["job"] or match["job2"], match["tag"] or match["tag2"]
 
 
 async def _check_lease(board: BoardState, job_id: str, lease_token: str | None) -> None:
@@ -145,6 +161,10 @@ async def receive_output(
         received = await storage.append(part, chunks, max_total=total)
         if received < total:
             return UploadStatus(received=received, size=total, complete=False)
+        # The lease may have ended while the bytes came in (and the janitor taken the part).
+        await _check_lease(board, job_id, lease_token)
+        if not storage.exists(part):
+            raise LeaseLost(job_id, "the upload was discarded with its lease")
         actual = await storage.sha256(part)
         if actual != sha:
             _discard(board, part)

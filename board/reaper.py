@@ -4,9 +4,10 @@
   at once with the attempt counted, or failed when out of attempts.
 - **Stall**: heartbeats keep coming but progress has not advanced for ``BOARD_STALL_S`` (a hung
   ffmpeg) → treated like a lost lease; the farmhand's next heartbeat gets 409 and it aborts.
+  Fetching and uploading are not watched: a slow link is not a hung render.
 
 Every board process runs one; the fenced update in ``lifecycle.requeue_lost`` makes concurrent
-reapers harmless.
+reapers harmless. The same loop runs the janitor (``board.janitor``) now and then.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import time
 
 from sqlalchemy import and_, or_, select
 
-from board.lifecycle import requeue_lost
+from board.janitor import sweep_dead_uploads
+from board.lifecycle import TRANSFER_STAGES, requeue_lost
 from board.models import jobs
 from board.state import BoardState
 
@@ -29,7 +31,11 @@ async def reap_expired_leases(board: BoardState) -> int:
     """One pass: requeue (or fail) every expired or stalled job. Returns how many moved."""
     now = time.time()
     expired = and_(jobs.c.state.in_(("claimed", "running")), jobs.c.lease_expires_at < now)
-    stalled = and_(jobs.c.state == "running", jobs.c.progress_at < now - board.config.stall_s)
+    stalled = and_(
+        jobs.c.state == "running",
+        jobs.c.progress_at < now - board.config.stall_s,
+        or_(jobs.c.stage.is_(None), jobs.c.stage.not_in(TRANSFER_STAGES)),
+    )
     query = (
         select(
             jobs.c.id,
@@ -54,7 +60,7 @@ async def reap_expired_leases(board: BoardState) -> int:
                 outcome, why = "lost", "lease expired: the farmhand stopped sending heartbeats"
             else:
                 outcome = "stalled"
-                why = f"stalled: no progress for {board.config.stall_s:.0f} s"
+                why = f"stalled: no progress for {board.config.stall_s:g} s"
             to_state = await requeue_lost(board, conn, job, outcome=outcome, why=why, now=now)
             moved.append((job.id, to_state))
     for job_id, to_state in moved:
@@ -67,10 +73,15 @@ async def reap_expired_leases(board: BoardState) -> int:
 
 
 async def run_reaper(board: BoardState) -> None:
-    """Reap forever, every ``BOARD_REAP_INTERVAL_S``; errors are logged, never fatal."""
+    """Reap forever, every ``BOARD_REAP_INTERVAL_S``, and sweep the files of dead leases every
+    ``BOARD_JANITOR_INTERVAL_S``; errors are logged, never fatal."""
+    swept_at = time.monotonic()
     while True:
         try:
             await reap_expired_leases(board)
+            if time.monotonic() - swept_at >= board.config.janitor_interval_s:
+                swept_at = time.monotonic()
+                await sweep_dead_uploads(board)
         except asyncio.CancelledError:
             raise
         except Exception:

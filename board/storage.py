@@ -70,6 +70,10 @@ class Storage(ABC):
     def delete(self, key: str) -> None:
         """Remove ``key`` (no error when absent)."""
 
+    @abstractmethod
+    def keys(self, prefix: str) -> list[str]:
+        """Every key under the folder ``prefix`` (e.g. ``"uploads"``), at any depth."""
+
 
 class LocalStorage(Storage):
     def __init__(self, root: Path) -> None:
@@ -88,6 +92,12 @@ class LocalStorage(Storage):
 
     def delete(self, key: str) -> None:
         self.local_path(key).unlink(missing_ok=True)
+
+    def keys(self, prefix: str) -> list[str]:
+        root = self.local_path(prefix)
+        return sorted(
+            str(path.relative_to(self.root)) for path in root.rglob("*") if path.is_file()
+        )
 
     def temp_path(self) -> Path:
         return self.root / "tmp" / f"{secrets.token_hex(8)}.part"

@@ -38,9 +38,12 @@ from wire import (
 SMALL_BODY = 256 * 1024
 
 
-async def fenced_body(request: Request, board: BoardState, job_id: str, type_: type) -> Any:
+async def fenced_body(
+    request: Request, board: BoardState, job_id: str, type_: type, *, cancelled_ok: bool = False
+) -> Any:
     """Decode a lease-carrying JSON body: the lease is checked (409 when stale) before the rest of
-    the body is validated (400 with the field at fault)."""
+    the body is validated (400 with the field at fault). ``cancelled_ok`` lets a lease whose job
+    was cancelled through, for the heartbeat that tells the farmhand to stop."""
     raw = await request.body()
     try:
         loose = msgspec.json.decode(raw)
@@ -49,7 +52,7 @@ async def fenced_body(request: Request, board: BoardState, job_id: str, type_: t
     if not isinstance(loose, dict) or not isinstance(loose.get("lease_token"), str):
         raise BadRequest("body must be a JSON object with a string `lease_token`")
     async with board.db.read() as conn:
-        await lifecycle.held_job(conn, job_id, loose["lease_token"])
+        await lifecycle.check_lease(conn, job_id, loose["lease_token"], cancelled_ok=cancelled_ok)
     try:
         return msgspec.convert(loose, type_)
     except msgspec.ValidationError as exc:
@@ -106,7 +109,7 @@ class FarmhandController(Controller):
         "/jobs/{job_id:str}/heartbeat", status_code=200, summary="Extend the lease, report progress"
     )
     async def heartbeat(self, request: Request, board: BoardState, job_id: str) -> HeartbeatReply:
-        beat = await fenced_body(request, board, job_id, Heartbeat)
+        beat = await fenced_body(request, board, job_id, Heartbeat, cancelled_ok=True)
         return await lifecycle.heartbeat(
             board, job_id, beat, farmhand_token_id=request.user.token_id
         )
