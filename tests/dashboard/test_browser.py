@@ -49,7 +49,7 @@ def test_jobs_appear_live_and_a_claim_shows_its_farmhand_and_advancing_progress(
         "clips": [{"media": heavy[0], "creator": "alice", "title": "triple kill"},
                   {"media": heavy[1], "creator": "bob", "title": "clutch"}],
         "output": {"width": 1280, "height": 720, "fps": 30, "quality": "high"},
-        "transitions": {"effect": "fade", "duration": 0.5}, "fit": "blur"}})  # fmt: skip
+        "transitions": {"effect": "fade", "duration": 0.5}}})  # fmt: skip
     job_id = r.json()["id"]
     row = dash.row(job_id)
     expect(row.locator(".c-farmhand")).to_have_text("pc-indigo", timeout=30_000)
