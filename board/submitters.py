@@ -45,8 +45,21 @@ async def list_submitters(board: BoardState) -> list[SubmitterView]:
     return [await get_submitter(board, name) for name in names]
 
 
+INT32_MAX = 2**31 - 1
+
+
+def _check_storable(limits: Limits) -> None:
+    """The counts are stored as 32-bit integers; a larger one would mean "no limit" anyway."""
+    for field in ("max_width", "max_height", "max_clips"):
+        value = getattr(limits, field)
+        if value is not None and value > INT32_MAX:
+            raise BadRequest(f"{field} {value} is out of range (at most {INT32_MAX}; leave it out "
+                             "for no limit)")  # fmt: skip
+
+
 async def set_limits(board: BoardState, name: str, limits: Limits) -> SubmitterView:
     """Replace a submitter's limits (fields left out mean no limit)."""
+    _check_storable(limits)
     async with board.db.write() as conn:
         if limits.forced_watermark:
             found = (

@@ -69,7 +69,7 @@ class JobsController(Controller):
         board: BoardState,
         states: Annotated[list[str] | None, Parameter(query="state")] = None,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-        offset: Annotated[int, Parameter(ge=0)] = 0,
+        offset: Annotated[int, Parameter(ge=0, le=1_000_000_000)] = 0,
         sort: str = "-created",
     ) -> JobPage:
         for s in states or []:
