@@ -14,11 +14,11 @@ from board.auth import Principal
 from board.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from board.ids import new_id
 from board.limits import load_limits, storage_used
-from board.models import job_media, jobs, media
+from board.models import job_media, jobs, media, submitters
 from board.state import BoardState
 from board.views import media_view
 from timeline.probe import MediaInfo, ProbeError, probe
-from wire import LEASE_HEADER, MediaView
+from wire import ACTIVE_STATES, LEASE_HEADER, MediaView
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
 
@@ -120,27 +120,27 @@ async def get_media(board: BoardState, who: Principal, media_id: str) -> dict:
 
 
 async def media_for_farmhand(board: BoardState, media_id: str, lease_token: str | None):
-    """A farmhand may download media only for the job its lease holds."""
+    """A farmhand may download media only for the job its lease holds: the job's own media, or
+    the watermark its submitter's limits force on it (possibly set after the job was submitted)."""
     if not lease_token:
         raise Forbidden(
             f"a farmhand downloads media with the {LEASE_HEADER} header of the job it holds"
         )
     async with board.db.read() as conn:
-        row = (
+        held = (
             await conn.execute(
-                select(media)
-                .select_from(
-                    media.join(job_media, job_media.c.media_id == media.c.id).join(
-                        jobs, jobs.c.id == job_media.c.job_id
-                    )
-                )
-                .where(
-                    media.c.id == media_id,
-                    jobs.c.lease_token == lease_token,
-                    jobs.c.state.in_(("claimed", "running")),
-                )
+                select(jobs.c.id, submitters.c.forced_watermark)
+                .select_from(jobs.join(submitters, submitters.c.id == jobs.c.submitter_id))
+                .where(jobs.c.lease_token == lease_token, jobs.c.state.in_(ACTIVE_STATES))
             )
         ).first()
+        row = None
+        if held is not None:
+            of_job = select(job_media.c.media_id).where(
+                job_media.c.job_id == held.id, job_media.c.media_id == media_id
+            )
+            if media_id == held.forced_watermark or (await conn.execute(of_job)).first():
+                row = (await conn.execute(select(media).where(media.c.id == media_id))).first()
     if row is None:
         raise NotFound(f"no media {media_id} for the job this lease holds")
     return row
