@@ -417,11 +417,13 @@ async def cancel(board: BoardState, job_id: str, *, by: str) -> str:
     learns at its next heartbeat). Cancelling a cancelled job is a no-op; a finished one is 409."""
     now = time.time()
     async with board.db.write() as conn:
+        # Locked (PostgreSQL; SQLite's BEGIN IMMEDIATE already is) so a complete, fail or claim
+        # racing this cancel is decided before or after it, never half-way.
         row = (
             await conn.execute(
-                select(jobs.c.state, jobs.c.lease_token, jobs.c.farmhand_id).where(
-                    jobs.c.id == job_id
-                )
+                select(jobs.c.state, jobs.c.lease_token, jobs.c.farmhand_id)
+                .where(jobs.c.id == job_id)
+                .with_for_update()
             )
         ).first()
         if row is None:
@@ -467,7 +469,9 @@ async def retry(board: BoardState, job_id: str, *, by: str) -> None:
     """Put a failed or cancelled job back in the queue with a fresh attempt budget."""
     now = time.time()
     async with board.db.write() as conn:
-        row = (await conn.execute(select(jobs.c.state).where(jobs.c.id == job_id))).first()
+        row = (
+            await conn.execute(select(jobs.c.state).where(jobs.c.id == job_id).with_for_update())
+        ).first()
         if row is None:
             raise NotFound(f"no job {job_id}")
         if row.state not in ("failed", "cancelled"):

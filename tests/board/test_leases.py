@@ -3,7 +3,10 @@ backoff, max attempts, quarantine, release — and the clean-up of what dead lea
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from tests.board.actors import (
     API,
@@ -322,3 +325,30 @@ def test_release_requeues_at_once_without_counting_an_attempt(
     assert farmhand_view(shared_board, leaving.name)["consecutive_failures"] == 0
     outcomes = [a["outcome"] for a in submitter.history(job["id"])["attempts"]]
     assert outcomes == ["released", None]
+
+
+def test_cancel_racing_complete_is_one_or_the_other(
+    shared_board, submitter, farmhand_in_lane, media_dir, rendered
+):
+    clip = submitter.upload(media_dir / "a.mp4")
+    farmhand = farmhand_in_lane()
+    for _ in range(4):
+        job = submitter.submit_ok(submitter.compilation(clip["id"]))
+        lease = farmhand.claim_ok()
+        assert lease.heartbeat(0.9).status_code == 200
+        assert lease.upload(rendered).json()["complete"]
+        start = threading.Barrier(2)
+
+        def at_once(call, start=start):
+            start.wait()
+            return call().status_code
+
+        cancel = partial(submitter.http.post, f"{API}/jobs/{job['id']}/cancel")
+        with ThreadPoolExecutor(2) as pool:
+            completed, cancelled = pool.map(at_once, [lease.complete, cancel])
+        final = submitter.job(job["id"])
+        assert sorted([completed, cancelled]) == [200, 409], (completed, cancelled)
+        assert final["state"] == ("succeeded" if completed == 200 else "cancelled")
+        events = submitter.history(job["id"])["events"]
+        assert events[-1]["to_state"] == final["state"]
+        assert [e["to_state"] for e in events].count("cancelled") == (cancelled == 200)
