@@ -30,7 +30,9 @@ class DemoRun:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**env, "PYTHONUNBUFFERED": "1"},
+            # scripts/setup runs as on a fresh machine, except that it must not reinstall the
+            # venv this very test suite runs from (scripts/test set it up just before)
+            env={**env, "PYTHONUNBUFFERED": "1", "CLIPFARM_SETUP_NO_INSTALL": "1"},
             start_new_session=True,
         )
         self.lines: list[str] = []
