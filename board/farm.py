@@ -7,13 +7,13 @@ import time
 from typing import Any
 
 import msgspec
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from board.errors import BadRequest, Forbidden, NotFound
-from board.models import farmhands, jobs
+from board.models import farmhands, jobs, tokens
 from board.state import BoardState
 from board.views import farmhand_view
 from wire import Capabilities, FarmhandStatus, FarmhandStatusReply, FarmhandView
@@ -37,21 +37,36 @@ async def upsert_farmhand(
     capabilities: Capabilities | None,
     extra: dict | None = None,
 ):
-    """Record that the farmhand is alive (and what it can do, when told); return its row."""
+    """Record that the farmhand is alive (and what it can do, when told); return its row.
+
+    A farmhand's name belongs to the token that first used it, until that token is revoked:
+    another token cannot speak for it (and, say, give back the jobs it was handed)."""
     values: dict[str, Any] = {"last_seen_at": now, "token_id": token_id, **(extra or {})}
     if capabilities is not None:
         values["capabilities"] = msgspec.to_builtins(capabilities)
-    result = await conn.execute(update(farmhands).where(farmhands.c.name == name).values(**values))
+    revoked = select(tokens.c.id).where(tokens.c.revoked_at.is_not(None))
+    mine = update(farmhands).where(
+        farmhands.c.name == name,
+        or_(
+            farmhands.c.token_id == token_id,
+            farmhands.c.token_id.is_(None),
+            farmhands.c.token_id.in_(revoked),
+        ),
+    )
+    result = await conn.execute(mine.values(**values))
     if result.rowcount == 0:
         row = {"capabilities": None, "owner_paused": False, "owner_reason": ""}
         row.update(values)
-        # A farmhand with several slots claims from each at once when it starts: the first
-        # insert wins, the others update the row it made.
+        # A farmhand's first calls may race to create its row: the first insert wins, the
+        # others update the row it made.
         created = await conn.execute(_insert_new(conn, farmhands).values(
             name=name, state="active", state_reason="", consecutive_failures=0, jobs_done=0,
             first_seen_at=now, **row))  # fmt: skip
-        if created.rowcount == 0:
-            await conn.execute(update(farmhands).where(farmhands.c.name == name).values(**values))
+        if created.rowcount == 0 and (await conn.execute(mine.values(**values))).rowcount == 0:
+            raise Forbidden(
+                f"the farmhand name {name!r} belongs to another farmhand token; give this "
+                "farmhand its own name (FARMHAND_NAME), or revoke the other token first"
+            )
     return (
         await conn.execute(
             select(farmhands.c.id, farmhands.c.state, farmhands.c.state_reason).where(

@@ -195,6 +195,8 @@ def test_stale_lease_is_409_before_any_other_check_of_the_body(kit: Kit):
     refused(http.post(f"{url}/heartbeat", json=stale), 409, "no longer valid")
     refused(http.post(f"{url}/fail", json={"lease_token": "an-old-lease"}), 409)
     refused(http.post(f"{url}/complete", json={"lease_token": "old", "render_s": -1}), 409)
+    stale_upload = {"X-Lease-Token": "an-old-lease", "X-Upload-Size": "lots"}
+    refused(http.put(f"{url}/output", content=b"x", headers=stale_upload), 409)
     # With the valid lease the body is checked, field by field.
     valid = {"lease_token": kit.lease.token}
     refused(http.post(f"{url}/heartbeat", json={**valid, "progress": 1.5}), 400, "progress")
