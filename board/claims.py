@@ -23,7 +23,7 @@ import secrets
 import time
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, exists, false, insert, or_, select, update
+from sqlalchemy import Row, and_, exists, false, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from board import lifecycle
@@ -64,7 +64,7 @@ def _eligible(skills: Skills, online: OnlineFarm, now: float, grace_s: float):
     return and_(or_(*ors), jobs.c.req_gpu_memory_mb <= skills.gpu_memory_mb)
 
 
-def _better_left_to_others(row, farmhand_id: int, online: OnlineFarm) -> bool:
+def _better_left_to_others(row: Row, farmhand_id: int, online: OnlineFarm) -> bool:
     """A farmhand that failed this job skips it while another online farmhand that has not
     failed it could take it (a retry elsewhere is likelier to succeed)."""
     failed_by = set(row.failed_by or [])
@@ -111,7 +111,12 @@ def _candidates_query(skills: Skills, online: OnlineFarm, now: float, grace_s: f
 
 
 async def _take(
-    conn: AsyncConnection, row, farmhand_id: int, farmhand_name: str, lease_s: float, now: float
+    conn: AsyncConnection,
+    row: Row,
+    farmhand_id: int,
+    farmhand_name: str,
+    lease_s: float,
+    now: float,
 ) -> tuple[str, float] | None:
     """Give the job to the farmhand under a new lease; (lease token, expiry), or None when the
     job is no longer queued."""
