@@ -168,6 +168,12 @@ async def _try_claim(
     online = await board.online_farm()
     query = _candidates_query(skills, online, now, config.gpu_grace_s)
     async with board.db.write() as conn:
+        # An admin may have paused or drained this farmhand while its claim was waiting.
+        state = (
+            await conn.execute(select(farmhands.c.state).where(farmhands.c.id == farmhand_id))
+        ).scalar()
+        if state != "active":
+            return None
         offset = 0
         while True:
             rows = (await conn.execute(query.offset(offset))).all()

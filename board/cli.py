@@ -7,7 +7,7 @@ import asyncio
 import logging
 import sys
 
-from board.config import ConfigError, load_config
+from board.config import ConfigError, ensure_data_dir, load_config
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -17,6 +17,8 @@ def _serve(args: argparse.Namespace) -> int:
     from board.migrate import upgrade
 
     config = load_config(data_dir=args.data_dir, host=args.host, port=args.port)
+
+    ensure_data_dir(config)
     if not args.no_migrate:
         upgrade(config.database_url)  # the schema is alembic's: bring it to head before serving
     app = create_app(config)
@@ -40,6 +42,8 @@ def _migrate(args: argparse.Namespace) -> int:
     from board.migrate import upgrade
 
     config = load_config(data_dir=args.data_dir)
+
+    ensure_data_dir(config)
     upgrade(config.database_url, args.revision)
     print(f"database at {config.database_url.split('@')[-1]} is at {args.revision}")
     return 0
@@ -50,6 +54,8 @@ def _with_db(args: argparse.Namespace, work) -> int:
     from board.migrate import upgrade
 
     config = load_config(data_dir=args.data_dir)
+
+    ensure_data_dir(config)
     upgrade(config.database_url)
 
     async def run() -> int:

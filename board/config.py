@@ -105,3 +105,16 @@ def load_config(**overrides) -> BoardConfig:
         port=int(_float("BOARD_PORT", 8000)),
     )
     return config.with_overrides(**overrides)
+
+
+def ensure_data_dir(config: BoardConfig) -> Path:
+    """Create the data directory (where the SQLite database, media and outputs live) if needed;
+    one clear line when that is impossible."""
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the data directory {config.data_dir} ({exc.strerror}); "
+            "set BOARD_DATA_DIR or --data-dir to a folder this user may write"
+        ) from None
+    return config.data_dir

@@ -318,13 +318,13 @@ class FarmhandAction(WireStruct):
 class Limits(WireStruct):
     """A submitter's limits; ``None`` means no limit."""
 
-    max_width: Annotated[int, Meta(ge=64)] | None = None
-    max_height: Annotated[int, Meta(ge=64)] | None = None
-    max_fps: Annotated[float, Meta(ge=1)] | None = None
-    max_clips: Annotated[int, Meta(ge=1)] | None = None
-    forced_watermark: str | None = None  # media id laid over every job of this submitter
-    monthly_render_seconds: Annotated[float, Meta(ge=0)] | None = None
-    storage_quota_bytes: Annotated[int, Meta(ge=0)] | None = None
+    max_width: Annotated[int, Meta(ge=64, le=7680)] | None = None
+    max_height: Annotated[int, Meta(ge=64, le=4320)] | None = None
+    max_fps: Annotated[float, Meta(ge=1, le=120)] | None = None
+    max_clips: Annotated[int, Meta(ge=1, le=1000)] | None = None
+    forced_watermark: Annotated[str, Meta(max_length=64)] | None = None  # media id laid over every job
+    monthly_render_seconds: Annotated[float, Meta(ge=0, le=1e9)] | None = None
+    storage_quota_bytes: Annotated[int, Meta(ge=0, le=2**62)] | None = None
 
 
 class SubmitterView(WireStruct):
