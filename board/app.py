@@ -42,7 +42,7 @@ def create_app(
     config = config or load_config()
     board = BoardState(
         config=config,
-        db=Database(config.database_url),
+        db=Database(config.database_url, pool_size=config.db_pool_size),
         storage=LocalStorage(config.data_dir / "files"),
     )
 

@@ -40,6 +40,7 @@ class BoardConfig:
     url_clip_estimate_s: float = 30.0
     max_upload_bytes: int = 20 * 1024**3
     max_json_bytes: int = 4 * 1024**2
+    db_pool_size: int = 10  # PostgreSQL connections per board process (and as many overflow)
     host: str = "127.0.0.1"
     port: int = 8000
     extra: dict = field(default_factory=dict)
@@ -100,6 +101,7 @@ def load_config(**overrides) -> BoardConfig:
         janitor_interval_s=_float("BOARD_JANITOR_INTERVAL_S", 60.0),
         quarantine_after=int(_float("BOARD_QUARANTINE_AFTER", 5)),
         url_clip_estimate_s=_float("BOARD_URL_CLIP_ESTIMATE_S", 30.0),
+        db_pool_size=max(1, int(_float("BOARD_DB_POOL_SIZE", 10))),
         max_upload_bytes=int(_float("BOARD_MAX_UPLOAD_BYTES", 20 * 1024**3)),
         host=os.environ.get("BOARD_HOST", "127.0.0.1"),
         port=int(_float("BOARD_PORT", 8000)),

@@ -4,6 +4,7 @@ reached over real HTTP."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import secrets
 import signal
@@ -43,7 +44,10 @@ def _pg_exec(url: str, sql: str) -> None:
     asyncio.run(run())
 
 
+@functools.cache
 def pg_available() -> bool:
+    """Whether PostgreSQL answers; asked once per session, so a server busy at some later
+    moment fails those tests loudly instead of silently skipping them."""
     url = pg_base_url()
     if url is None:
         return False
@@ -84,6 +88,7 @@ class RunningBoard:
             "BOARD_DATA_DIR": str(data_dir),
             "BOARD_DATABASE_URL": self.database_url,
             "PYTHONUNBUFFERED": "1",
+            "BOARD_DB_POOL_SIZE": "4",  # many boards share one test PostgreSQL (100 connections)
             **(env or {}),
         }
         self.proc: subprocess.Popen | None = None

@@ -44,9 +44,11 @@ def screenshots() -> Path:
     return SCREENSHOTS
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
-    """One headless Chromium for the session (Debian's, as CI installs it)."""
+    """One headless Chromium for the dashboard tests (Debian's, as CI installs it). Package
+    scope: Playwright's sync API keeps an event loop running until it stops, which would break
+    the asyncio tests that run after this folder."""
     if not (shutil.which(CHROMIUM) or Path(CHROMIUM).exists()):
         pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
@@ -163,11 +165,11 @@ def farmhand_view(admin, name: str) -> dict | None:
     return next((f for f in admin.get("/api/v1/farmhands").json() if f["name"] == name), None)
 
 
-def say_hello(board: RunningBoard, name: str | None = None) -> str:
+def say_hello(board: RunningBoard, name: str | None = None, token: str | None = None) -> str:
     """Register a farmhand the way one does at start (``POST /api/v1/farmhand/status``), without
     running one: for tests that only need a row on the farmhands page."""
     name = name or f"pc-{secrets.token_hex(2)}"
-    token = board.token("farmhand", f"fh-{name}")
+    token = token or board.token("farmhand", f"fh-{name}")
     caps = {"encoders": ["libx264"], "cores": os.cpu_count() or 1, "slots": 1}
     with board.client(token) as c:
         r = c.post("/api/v1/farmhand/status", json={"farmhand": name, "capabilities": caps})

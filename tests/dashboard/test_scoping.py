@@ -39,8 +39,9 @@ def test_a_submitter_gets_a_read_only_farm_without_others_job_titles(shared_boar
     bob = shared_board.client(shared_board.token("submitter", f"bob-{secrets.token_hex(3)}"))
     bob_job = submit(bob, "bob's confidential render", [upload(bob, media_dir / "a.mp4")],
                      priority=1000)  # fmt: skip  # the first job any farmhand gets
-    name = say_hello(shared_board)
-    hand = shared_board.client(shared_board.token("farmhand", f"claimer-{name}"))
+    token = shared_board.token("farmhand", f"claimer-{secrets.token_hex(3)}")
+    name = say_hello(shared_board, token=token)
+    hand = shared_board.client(token)
     r = hand.post("/api/v1/farmhand/claim", json={"farmhand": name, "capabilities": {
         "encoders": ["libx264"]}})  # fmt: skip
     assert r.status_code == 200 and r.json()["job_id"] == bob_job, r.text
