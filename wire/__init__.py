@@ -322,7 +322,9 @@ class Limits(WireStruct):
     max_height: Annotated[int, Meta(ge=64, le=4320)] | None = None
     max_fps: Annotated[float, Meta(ge=1, le=120)] | None = None
     max_clips: Annotated[int, Meta(ge=1, le=1000)] | None = None
-    forced_watermark: Annotated[str, Meta(max_length=64)] | None = None  # media id laid over every job
+    forced_watermark: Annotated[str, Meta(max_length=64)] | None = (
+        None  # media id laid over every job
+    )
     monthly_render_seconds: Annotated[float, Meta(ge=0, le=1e9)] | None = None
     storage_quota_bytes: Annotated[int, Meta(ge=0, le=2**62)] | None = None
 

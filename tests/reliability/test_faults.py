@@ -81,8 +81,11 @@ def test_network_cut_longer_than_the_lease_reruns_elsewhere_and_the_zombie_is_re
         assert done["state"] == "succeeded" and done["farmhand"] == "other", done["error"]
         proxy.heal()
         # the cut-off farmhand comes back: whatever it does next about the job is refused
-        wait_for(lambda: "no longer valid" in cut_off.log() or "lease lost" in cut_off.log(), 90,
-                 what="the cut-off farmhand to learn its lease is gone")
+        wait_for(
+            lambda: "no longer valid" in cut_off.log() or "lease lost" in cut_off.log(),
+            90,
+            what="the cut-off farmhand to learn its lease is gone",
+        )
         wait_for(lambda: not ffmpeg_children_of(cut_off.proc.pid), 30, what="its render to stop")
     finally:
         proxy.close()
@@ -123,12 +126,16 @@ def _web_root(url: str) -> str:
     import http.server
 
     for obj in gc.get_objects():  # the fixture's server knows its folder
-        if isinstance(obj, http.server.ThreadingHTTPServer) and url.endswith(str(obj.server_address[1])):
+        if isinstance(obj, http.server.ThreadingHTTPServer) and url.endswith(
+            str(obj.server_address[1])
+        ):
             return obj.RequestHandlerClass.keywords["directory"]
     raise LookupError(url)
 
 
-def test_bad_inputs_fail_once_with_a_message_naming_the_clip(farm, media_dir, bad_sources, web_server):
+def test_bad_inputs_fail_once_with_a_message_naming_the_clip(
+    farm, media_dir, bad_sources, web_server
+):
     board = farm.board(BOARD_RETRY_BASE_S="0.5")
     alice = board.client(board.token("submitter", "alice"))
     good = upload(alice, media_dir / "a.mp4")
@@ -137,8 +144,13 @@ def test_bad_inputs_fail_once_with_a_message_naming_the_clip(farm, media_dir, ba
     jobs = {}
     for what, url in cases.items():
         bad = {"url": url} if url else {"url": f"{web_server}/web-clip.mp4", "start": 30.0}
-        body = {"compilation": {"title": what, "output": {"width": 320, "height": 180},
-                                "clips": [{"media": good}, bad]}}
+        body = {
+            "compilation": {
+                "title": what,
+                "output": {"width": 320, "height": 180},
+                "clips": [{"media": good}, bad],
+            }
+        }
         r = alice.post("/api/v1/jobs", json=body)
         assert r.status_code == 201, r.text
         jobs[what] = r.json()["id"]
