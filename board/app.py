@@ -13,6 +13,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 
 from board.api.admin import AdminController
 from board.api.farmhands import FarmhandController
@@ -77,7 +78,22 @@ def create_app(
             HTTPException: http_error_handler,
             Exception: internal_error_handler,
         },
-        openapi_config=OpenAPIConfig(title="clipfarm board", version="1.0.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="clipfarm board",
+            version="1.0.0",
+            path="/schema",
+            security=[{"bearer": []}],
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="A token from `board token create` (admin, submitter or "
+                        "farmhand)",
+                    )
+                }
+            ),
+        ),
         lifespan=[lifespan],
         request_max_body_size=config.max_json_bytes,
         state=State({"board": board}),

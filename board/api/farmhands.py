@@ -11,6 +11,14 @@ import msgspec
 from litestar import Controller, Request, Response, get, post, put
 
 from board import claims, lifecycle
+from board.api.responses import (
+    ContentRangeHeader,
+    LeaseHeader,
+    Sha256Header,
+    SizeHeader,
+    also,
+    errors,
+)
 from board.errors import BadRequest
 from board.farm import report_status
 from board.http import body_chunks, requires
@@ -20,8 +28,6 @@ from board.state import BoardState
 from wire import (
     API,
     LEASE_HEADER,
-    UPLOAD_SHA256_HEADER,
-    UPLOAD_SIZE_HEADER,
     Claim,
     ClaimRequest,
     Complete,
@@ -74,7 +80,12 @@ class FarmhandController(Controller):
     tags = ["farmhand"]
     request_max_body_size = SMALL_BODY
 
-    @post("/claim", summary="Claim one job (long-polls up to wait_s)")
+    @post(
+        "/claim",
+        status_code=200,
+        summary="Claim one job (long-polls up to wait_s)",
+        responses={**errors(400, 413), **also(204, None, "No job for this farmhand now")},
+    )
     async def claim(
         self, request: Request, board: BoardState, data: ClaimRequest
     ) -> Response[Claim | None]:
@@ -92,21 +103,30 @@ class FarmhandController(Controller):
         "/status",
         status_code=200,
         summary="Say the farmhand is alive and whether its owner paused it",
+        responses=errors(400, 413),
     )
     async def status(
         self, request: Request, board: BoardState, data: FarmhandStatus
     ) -> FarmhandStatusReply:
         return await report_status(board, data, token_id=request.user.token_id)
 
-    @get("/jobs/{job_id:str}/context", summary="Everything needed to render the held job")
-    async def context(self, request: Request, board: BoardState, job_id: str) -> JobContext:
-        lease = request.headers.get(LEASE_HEADER)
+    @get(
+        "/jobs/{job_id:str}/context",
+        summary="Everything needed to render the held job",
+        responses=errors(400, 409),
+    )
+    async def context(
+        self, board: BoardState, job_id: str, lease: LeaseHeader = None
+    ) -> JobContext:
         if not lease:
             raise BadRequest(f"{LEASE_HEADER} header missing")
         return await job_context(board, job_id, lease)
 
     @post(
-        "/jobs/{job_id:str}/heartbeat", status_code=200, summary="Extend the lease, report progress"
+        "/jobs/{job_id:str}/heartbeat",
+        status_code=200,
+        summary="Extend the lease, report progress",
+        responses=errors(400, 409, 413),
     )
     async def heartbeat(self, request: Request, board: BoardState, job_id: str) -> HeartbeatReply:
         beat = await fenced_body(request, board, job_id, Heartbeat, cancelled_ok=True)
@@ -119,45 +139,71 @@ class FarmhandController(Controller):
         status_code=200,
         request_max_body_size=None,
         summary="Upload the rendered file (resumable: Content-Range)",
+        responses=errors(400, 409, 413, 416, 507),
     )
-    async def put_output(self, request: Request, board: BoardState, job_id: str) -> UploadStatus:
+    async def put_output(
+        self,
+        request: Request,
+        board: BoardState,
+        job_id: str,
+        lease: LeaseHeader = None,
+        sha256: Sha256Header = None,
+        size: SizeHeader = None,
+        content_range: ContentRangeHeader = None,
+    ) -> UploadStatus:
         return await receive_output(
-            board, job_id,
-            lease_token=request.headers.get(LEASE_HEADER),
-            sha256=request.headers.get(UPLOAD_SHA256_HEADER),
-            size=request.headers.get(UPLOAD_SIZE_HEADER),
-            content_range=request.headers.get("content-range"),
-            chunks=body_chunks(request),
+            board, job_id, lease_token=lease, sha256=sha256, size=size,
+            content_range=content_range, chunks=body_chunks(request),
         )  # fmt: skip
 
-    @get("/jobs/{job_id:str}/output", summary="How much of the output upload arrived")
-    async def output_status(self, request: Request, board: BoardState, job_id: str) -> UploadStatus:
-        return await upload_status(board, job_id, request.headers.get(LEASE_HEADER))
+    @get(
+        "/jobs/{job_id:str}/output",
+        summary="How much of the output upload arrived",
+        responses=errors(400, 409),
+    )
+    async def output_status(
+        self, board: BoardState, job_id: str, lease: LeaseHeader = None
+    ) -> UploadStatus:
+        return await upload_status(board, job_id, lease)
 
     @put(
         "/jobs/{job_id:str}/thumbnail",
         status_code=204,
         request_max_body_size=6 * 1024 * 1024,
         summary="Upload the output's thumbnail (JPEG)",
+        responses=errors(400, 409, 413, 507),
     )
-    async def put_thumbnail(self, request: Request, board: BoardState, job_id: str) -> None:
-        await receive_thumbnail(
-            board, job_id, request.headers.get(LEASE_HEADER), body_chunks(request)
-        )
+    async def put_thumbnail(
+        self, request: Request, board: BoardState, job_id: str, lease: LeaseHeader = None
+    ) -> None:
+        await receive_thumbnail(board, job_id, lease, body_chunks(request))
 
-    @post("/jobs/{job_id:str}/complete", status_code=200, summary="Report the job done")
+    @post(
+        "/jobs/{job_id:str}/complete",
+        status_code=200,
+        summary="Report the job done",
+        responses=errors(400, 409, 413),
+    )
     async def complete(self, request: Request, board: BoardState, job_id: str) -> dict:
         done = await fenced_body(request, board, job_id, Complete)
         await complete_job(board, job_id, done)
         return {"state": "succeeded"}
 
-    @post("/jobs/{job_id:str}/fail", status_code=200, summary="Report a failed attempt")
+    @post(
+        "/jobs/{job_id:str}/fail",
+        status_code=200,
+        summary="Report a failed attempt",
+        responses=errors(400, 409, 413),
+    )
     async def fail(self, request: Request, board: BoardState, job_id: str) -> dict:
         failure = await fenced_body(request, board, job_id, Fail)
         return {"state": await lifecycle.fail(board, job_id, failure)}
 
     @post(
-        "/jobs/{job_id:str}/release", status_code=200, summary="Give the job back (shutting down)"
+        "/jobs/{job_id:str}/release",
+        status_code=200,
+        summary="Give the job back (shutting down)",
+        responses=errors(400, 409, 413),
     )
     async def release(self, request: Request, board: BoardState, job_id: str) -> dict:
         rel = await fenced_body(request, board, job_id, Release)
