@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from board.db import Database
 from board.errors import BadRequest, Conflict, NotFound
@@ -44,12 +44,40 @@ def new_token() -> str:
     return "cf_" + secrets.token_urlsafe(32)
 
 
-async def ensure_submitter(conn: AsyncConnection, name: str) -> int:
+TOKEN_CACHE_S = 1.0
+
+
+class TokenCache:
+    """Principals by token hash for ``TOKEN_CACHE_S``: every request is authenticated, and a
+    database read per request is the largest share of a heartbeat's cost. A revoke made through
+    this process clears it at once; one made by another process (the CLI, another board) is seen
+    within ``TOKEN_CACHE_S``."""
+
+    def __init__(self, ttl_s: float = TOKEN_CACHE_S) -> None:
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, Principal | None]] = {}
+
+    def get(self, token_hash: str) -> tuple[bool, Principal | None]:
+        entry = self._entries.get(token_hash)
+        if entry is None or entry[0] < time.monotonic():
+            return False, None
+        return True, entry[1]
+
+    def put(self, token_hash: str, principal: Principal | None) -> None:
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[token_hash] = (time.monotonic() + self.ttl_s, principal)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def ensure_submitter(conn: Connection, name: str) -> int:
     """The submitter called ``name``, created without limits if new."""
-    found = (await conn.execute(select(submitters.c.id).where(submitters.c.name == name))).first()
+    found = conn.execute(select(submitters.c.id).where(submitters.c.name == name)).first()
     if found:
         return found.id
-    result = await conn.execute(insert(submitters).values(name=name, created_at=time.time()))
+    result = conn.execute(insert(submitters).values(name=name, created_at=time.time()))
     return result.inserted_primary_key[0]
 
 
@@ -61,12 +89,13 @@ async def create_token(db: Database, *, role: str, name: str) -> str:
     if not name or len(name) > 100:
         raise BadRequest("a token needs a name of 1 to 100 characters")
     token = new_token()
-    async with db.write() as conn:
-        exists = (await conn.execute(select(tokens.c.id).where(tokens.c.name == name))).first()
+
+    def unit(conn: Connection) -> None:
+        exists = conn.execute(select(tokens.c.id).where(tokens.c.name == name)).first()
         if exists:
             raise Conflict(f"a token named {name!r} exists already (revoke it first)")
-        submitter_id = await ensure_submitter(conn, name) if role == "submitter" else None
-        await conn.execute(
+        submitter_id = ensure_submitter(conn, name) if role == "submitter" else None
+        conn.execute(
             insert(tokens).values(
                 name=name,
                 role=role,
@@ -75,12 +104,14 @@ async def create_token(db: Database, *, role: str, name: str) -> str:
                 created_at=time.time(),
             )
         )
+
+    await db.transact(unit)
     return token
 
 
-async def revoke_token(db: Database, name: str) -> None:
-    async with db.write() as conn:
-        result = await conn.execute(
+async def revoke_token(db: Database, name: str, cache: TokenCache | None = None) -> None:
+    def unit(conn: Connection) -> None:
+        result = conn.execute(
             update(tokens)
             .where(tokens.c.name == name, tokens.c.revoked_at.is_(None))
             .values(revoked_at=time.time())
@@ -88,19 +119,36 @@ async def revoke_token(db: Database, name: str) -> None:
         if result.rowcount == 0:
             raise NotFound(f"no active token named {name!r}")
 
+    await db.transact(unit)
+    if cache is not None:
+        cache.clear()
 
-async def authenticate(db: Database, token: str) -> Principal | None:
+
+async def authenticate(
+    db: Database, token: str, cache: TokenCache | None = None
+) -> Principal | None:
     """The principal for a bearer token, or None when unknown or revoked."""
     if not token or len(token) > 200:
         return None
-    async with db.read() as conn:
-        row = (
-            await conn.execute(
-                select(tokens.c.id, tokens.c.name, tokens.c.role, tokens.c.submitter_id).where(
-                    tokens.c.token_hash == hash_token(token), tokens.c.revoked_at.is_(None)
-                )
+    digest = hash_token(token)
+    if cache is not None:
+        known, principal = cache.get(digest)
+        if known:
+            return principal
+
+    def lookup(conn: Connection) -> Principal | None:
+        row = conn.execute(
+            select(tokens.c.id, tokens.c.name, tokens.c.role, tokens.c.submitter_id).where(
+                tokens.c.token_hash == digest, tokens.c.revoked_at.is_(None)
             )
         ).first()
-    if row is None:
-        return None
-    return Principal(token_id=row.id, name=row.name, role=row.role, submitter_id=row.submitter_id)
+        if row is None:
+            return None
+        return Principal(
+            token_id=row.id, name=row.name, role=row.role, submitter_id=row.submitter_id
+        )
+
+    principal = await db.query(lookup)
+    if cache is not None:
+        cache.put(digest, principal)
+    return principal

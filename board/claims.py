@@ -19,12 +19,13 @@ each other's rows.
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import time
 from datetime import UTC, datetime
 
-from sqlalchemy import Row, and_, exists, false, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Float, Row, and_, bindparam, exists, false, insert, or_, select, update
+from sqlalchemy.engine import Connection
 
 from board import lifecycle
 from board.errors import Forbidden
@@ -37,10 +38,12 @@ from board.state import BoardState, OnlineFarm
 from wire import Claim, ClaimRequest, Release
 
 CANDIDATES = 32
+NOW = bindparam("now", type_=Float)
+GRACE_CUT = bindparam("grace_cut", type_=Float)
 RECHECK_S = 1.0  # long-poll re-check for work signalled by other processes or `not_before`
 
 
-def _eligible(skills: Skills, online: OnlineFarm, now: float, grace_s: float):
+def _eligible(skills: Skills, gpu_codecs: frozenset[str]):
     """The SQL predicate for jobs this farmhand's encoders can do."""
     ors = []
     for codec in CODECS:
@@ -51,11 +54,9 @@ def _eligible(skills: Skills, online: OnlineFarm, now: float, grace_s: float):
         if has_sw:
             ors.append(and_(is_codec, jobs.c.req_encoder == "cpu"))
             if not has_hw:
-                if codec in online.gpu_codecs:  # a GPU farmhand could take it: wait the grace
+                if codec in gpu_codecs:  # a GPU farmhand could take it: wait the grace
                     ors.append(
-                        and_(
-                            is_codec, jobs.c.req_encoder == "any", jobs.c.queued_at <= now - grace_s
-                        )
+                        and_(is_codec, jobs.c.req_encoder == "any", jobs.c.queued_at <= GRACE_CUT)
                     )
                 else:
                     ors.append(and_(is_codec, jobs.c.req_encoder == "any"))
@@ -77,14 +78,14 @@ def _better_left_to_others(row: Row, farmhand_id: int, online: OnlineFarm) -> bo
     )
 
 
-async def _lock_candidate(board: BoardState, conn: AsyncConnection, job_id: str) -> bool:
+def _lock_candidate(is_sqlite: bool, conn: Connection, job_id: str) -> bool:
     """Lock one candidate row for this claim. On PostgreSQL, a row another claimer is taking
     is skipped rather than waited for (and only the row we take is locked, so concurrent
     claimers never find the queue spuriously empty); on SQLite ``BEGIN IMMEDIATE`` already made
     this transaction the only writer."""
-    if board.db.is_sqlite:
+    if is_sqlite:
         return True
-    locked = await conn.execute(
+    locked = conn.execute(
         select(jobs.c.id)
         .where(jobs.c.id == job_id, jobs.c.state == "queued")
         .with_for_update(skip_locked=True)
@@ -92,8 +93,11 @@ async def _lock_candidate(board: BoardState, conn: AsyncConnection, job_id: str)
     return locked.first() is not None
 
 
-def _candidates_query(skills: Skills, online: OnlineFarm, now: float, grace_s: float):
-    """Claimable jobs this farmhand can do, best first (page with ``.offset``)."""
+@functools.lru_cache(maxsize=256)
+def _candidates_query(skills: Skills, gpu_codecs: frozenset[str]):
+    """Claimable jobs this farmhand can do, best first (page with ``.offset``; bind ``now`` and
+    ``grace_cut``). Built once per kind of farmhand: building the expression costs more than
+    running it."""
     foreign_tag = exists().where(
         job_tags.c.job_id == jobs.c.id, job_tags.c.tag.not_in(sorted(skills.tags))
     )
@@ -101,8 +105,8 @@ def _candidates_query(skills: Skills, online: OnlineFarm, now: float, grace_s: f
         select(jobs.c.id, jobs.c.attempts, jobs.c.failed_by, jobs.c.requirements)
         .where(
             jobs.c.state == "queued",
-            jobs.c.not_before <= now,
-            _eligible(skills, online, now, grace_s),
+            jobs.c.not_before <= NOW,
+            _eligible(skills, gpu_codecs),
             ~foreign_tag,
         )
         .order_by(jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
@@ -110,8 +114,8 @@ def _candidates_query(skills: Skills, online: OnlineFarm, now: float, grace_s: f
     )
 
 
-async def _take(
-    conn: AsyncConnection,
+def _take(
+    conn: Connection,
     row: Row,
     farmhand_id: int,
     farmhand_name: str,
@@ -123,7 +127,7 @@ async def _take(
     lease_token = secrets.token_urlsafe(24)
     expires = now + lease_s
     attempt = row.attempts + 1
-    result = await conn.execute(
+    result = conn.execute(
         update(jobs)
         .where(jobs.c.id == row.id, jobs.c.state == "queued")
         .values(
@@ -141,7 +145,7 @@ async def _take(
     )
     if result.rowcount != 1:
         return None
-    await conn.execute(
+    conn.execute(
         insert(attempts).values(
             job_id=row.id,
             number=attempt,
@@ -150,7 +154,7 @@ async def _take(
             started_at=now,
         )
     )
-    await record_event(
+    record_event(
         conn, row.id, "queued", "claimed", farmhand=farmhand_name, message=f"attempt {attempt}",
         at=now,
     )  # fmt: skip
@@ -166,36 +170,40 @@ async def _try_claim(
     config = board.config
     now = time.time()
     online = await board.online_farm()
-    query = _candidates_query(skills, online, now, config.gpu_grace_s)
-    async with board.db.write() as conn:
+    query = _candidates_query(skills, online.gpu_codecs)
+    binds = {"now": now, "grace_cut": now - config.gpu_grace_s}
+    is_sqlite = board.db.is_sqlite
+
+    def take_best(conn: Connection) -> tuple[str, str, float] | None:
         # An admin may have paused or drained this farmhand while its claim was waiting.
-        state = (
-            await conn.execute(select(farmhands.c.state).where(farmhands.c.id == farmhand_id))
+        state = conn.execute(
+            select(farmhands.c.state).where(farmhands.c.id == farmhand_id)
         ).scalar()
         if state != "active":
             return None
         offset = 0
         while True:
-            rows = (await conn.execute(query.offset(offset))).all()
+            rows = conn.execute(query.offset(offset), binds).all()
             for row in rows:
                 if _better_left_to_others(row, farmhand_id, online):
                     continue
-                if not await _lock_candidate(board, conn, row.id):
+                if not _lock_candidate(is_sqlite, conn, row.id):
                     continue
-                taken = await _take(conn, row, farmhand_id, farmhand_name, config.lease_s, now)
+                taken = _take(conn, row, farmhand_id, farmhand_name, config.lease_s, now)
                 if taken is not None:
-                    break
-            else:
-                if len(rows) < CANDIDATES:
-                    return None
-                offset += CANDIDATES  # every one skipped: look further down the queue
-                continue
-            break
-    lease_token, expires = taken
-    board.feed.job_changed(row.id)
+                    return (row.id, *taken)
+            if len(rows) < CANDIDATES:
+                return None
+            offset += CANDIDATES  # every one skipped: look further down the queue
+
+    found = await board.db.transact(take_best)
+    if found is None:
+        return None
+    job_id, lease_token, expires = found
+    board.feed.job_changed(job_id)
     board.metrics.transition("claimed")
     return Claim(
-        job_id=row.id,
+        job_id=job_id,
         lease_token=lease_token,
         lease_expires_at=datetime.fromtimestamp(expires, UTC),
         heartbeat_interval_s=config.heartbeat_s,
@@ -211,12 +219,15 @@ async def claim(
     started = time.monotonic()
     skills = skills_of(request.capabilities)
     gone = gone or asyncio.Event()
-    async with board.db.write() as conn:
+
+    def check_in(conn: Connection):
         now = time.time()
-        me = await upsert_farmhand(
+        me = upsert_farmhand(
             conn, request.farmhand, token_id=token_id, now=now, capabilities=request.capabilities
         )
-        forgotten = await release_forgotten_claims(board, conn, me.id, request.running, now)
+        return me, release_forgotten_claims(conn, me.id, request.running, now)
+
+    me, forgotten = await board.db.transact(check_in)
     for job_id in forgotten:
         board.feed.job_changed(job_id)
     if forgotten:
@@ -247,10 +258,11 @@ async def claim(
             await _first(wait_armed(armed, min(left, RECHECK_S)), gone.wait())
         else:
             await asyncio.sleep(min(left, RECHECK_S))
-            async with board.db.read() as conn:
-                state = (
-                    await conn.execute(select(farmhands.c.state).where(farmhands.c.id == me.id))
+            state = await board.db.query(
+                lambda conn: conn.execute(
+                    select(farmhands.c.state).where(farmhands.c.id == me.id)
                 ).scalar()
+            )
             may_claim = state == "active"
     return None
 

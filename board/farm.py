@@ -10,7 +10,7 @@ import msgspec
 from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from board.errors import BadRequest, Forbidden, NotFound
 from board.models import farmhands, jobs, tokens
@@ -21,15 +21,15 @@ from wire import Capabilities, FarmhandStatus, FarmhandStatusReply, FarmhandView
 ADMIN_STATES = {"pause": "paused", "resume": "active", "drain": "draining", "revoke": "revoked"}
 
 
-def _insert_new(conn: AsyncConnection, table):
+def _insert_new(conn: Connection, table):
     """An INSERT that does nothing when a unique key is taken already (both engines)."""
     if conn.dialect.name == "postgresql":
         return pg_insert(table).on_conflict_do_nothing()
     return sqlite_insert(table).on_conflict_do_nothing()
 
 
-async def upsert_farmhand(
-    conn: AsyncConnection,
+def upsert_farmhand(
+    conn: Connection,
     name: str,
     *,
     token_id: int,
@@ -53,25 +53,23 @@ async def upsert_farmhand(
             farmhands.c.token_id.in_(revoked),
         ),
     )
-    result = await conn.execute(mine.values(**values))
+    result = conn.execute(mine.values(**values))
     if result.rowcount == 0:
         row = {"capabilities": None, "owner_paused": False, "owner_reason": ""}
         row.update(values)
         # A farmhand's first calls may race to create its row: the first insert wins, the
         # others update the row it made.
-        created = await conn.execute(_insert_new(conn, farmhands).values(
+        created = conn.execute(_insert_new(conn, farmhands).values(
             name=name, state="active", state_reason="", consecutive_failures=0, jobs_done=0,
             first_seen_at=now, **row))  # fmt: skip
-        if created.rowcount == 0 and (await conn.execute(mine.values(**values))).rowcount == 0:
+        if created.rowcount == 0 and conn.execute(mine.values(**values)).rowcount == 0:
             raise Forbidden(
                 f"the farmhand name {name!r} belongs to another farmhand token; give this "
                 "farmhand its own name (FARMHAND_NAME), or revoke the other token first"
             )
-    return (
-        await conn.execute(
-            select(farmhands.c.id, farmhands.c.state, farmhands.c.state_reason).where(
-                farmhands.c.name == name
-            )
+    return conn.execute(
+        select(farmhands.c.id, farmhands.c.state, farmhands.c.state_reason).where(
+            farmhands.c.name == name
         )
     ).first()
 
@@ -81,8 +79,8 @@ async def report_status(
 ) -> FarmhandStatusReply:
     """Record liveness and the owner's pause; answer with the admin's state for this farmhand."""
     extra = {"owner_paused": status.paused, "owner_reason": status.reason if status.paused else ""}
-    async with board.db.write() as conn:
-        row = await upsert_farmhand(
+    row = await board.db.transact(
+        lambda conn: upsert_farmhand(
             conn,
             status.farmhand,
             token_id=token_id,
@@ -90,6 +88,7 @@ async def report_status(
             capabilities=status.capabilities,
             extra=extra,
         )
+    )
     if row.state == "revoked":
         raise Forbidden(f"farmhand {status.farmhand} was revoked: {row.state_reason}")
     board.online.at = 0.0  # the farm changed: re-read who is online at the next claim
@@ -129,12 +128,13 @@ async def set_farmhand_state(
     values: dict[str, Any] = {"state": state, "state_reason": "" if state == "active" else why}
     if state == "active":
         values["consecutive_failures"] = 0
-    async with board.db.write() as conn:
-        result = await conn.execute(
-            update(farmhands).where(farmhands.c.name == name).values(**values)
-        )
+
+    def unit(conn: Connection) -> None:
+        result = conn.execute(update(farmhands).where(farmhands.c.name == name).values(**values))
         if result.rowcount == 0:
             raise NotFound(f"no farmhand named {name!r}")
+
+    await board.db.transact(unit)
     board.online.at = 0.0
     board.feed.any_change.fire()
     if state == "active":

@@ -44,7 +44,7 @@ class TokenAuth(AbstractAuthenticationMiddleware):
                     "(create one with `board token create`)"
                 )
         board: BoardState = connection.app.state.board
-        principal = await authenticate(board.db, token)
+        principal = await authenticate(board.db, token, board.tokens)
         if principal is None:
             raise NotAuthorizedException("unknown or revoked token")
         if via == "cookie":
@@ -55,7 +55,8 @@ class TokenAuth(AbstractAuthenticationMiddleware):
 def requires(*roles: str):
     """A guard admitting only the given roles (admins are always admitted)."""
 
-    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    # async: Litestar runs a sync guard in a worker thread, a thread hop on every request
+    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         who: Principal = connection.user
         if who.role != "admin" and who.role not in roles:
             raise PermissionDeniedException(

@@ -9,8 +9,8 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import func, insert, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from board.auth import Principal
 from board.errors import BadRequest, BoardError, Conflict, NotFound
@@ -57,14 +57,12 @@ def _roles(compilation: Compilation) -> list[tuple[str, Source, str]]:
     return out
 
 
-async def _check_sources(
-    conn: AsyncConnection, compilation: Compilation, submitter_id: int
-) -> dict[str, Any]:
+def _check_sources(conn: Connection, compilation: Compilation, submitter_id: int) -> dict[str, Any]:
     """Every ``media`` source must be this submitter's and suit its role; returns the rows."""
     ids = {s.media for _, s, _ in _roles(compilation) if s.media}
     rows = {}
     if ids:
-        found = await conn.execute(
+        found = conn.execute(
             select(media.c.id, media.c.probe, media.c.duration_s).where(
                 media.c.id.in_(ids), media.c.submitter_id == submitter_id
             )
@@ -108,12 +106,10 @@ def requirements_of(job: SubmitJob) -> Requirements:
     return req
 
 
-async def _existing(conn: AsyncConnection, submitter_id: int, key: str):
-    return (
-        await conn.execute(
-            select(jobs.c.id, jobs.c.body_hash).where(
-                jobs.c.submitter_id == submitter_id, jobs.c.idempotency_key == key
-            )
+def _existing(conn: Connection, submitter_id: int, key: str):
+    return conn.execute(
+        select(jobs.c.id, jobs.c.body_hash).where(
+            jobs.c.submitter_id == submitter_id, jobs.c.idempotency_key == key
         )
     ).first()
 
@@ -128,25 +124,25 @@ def _repeated(found: Any, job: SubmitJob) -> str:
     return found.id
 
 
-async def _insert_job(
-    board: BoardState, conn: AsyncConnection, who: Principal, job: SubmitJob, now: float
+def _insert_job(
+    board: BoardState, conn: Connection, who: Principal, job: SubmitJob, now: float
 ) -> tuple[str, bool]:
     """Validate and insert one job inside ``conn``'s transaction. Returns (id, created)."""
     digest = body_hash(job)
     if job.idempotency_key:
-        found = await _existing(conn, who.submitter_id, job.idempotency_key)
+        found = _existing(conn, who.submitter_id, job.idempotency_key)
         if found is not None:
             return _repeated(found, job), False
-    sub = await load_limits(conn, who.submitter_id)
+    sub = load_limits(conn, who.submitter_id)
     check_clip_count(job.compilation, sub.limits)
-    rows = await _check_sources(conn, job.compilation, who.submitter_id)
+    rows = _check_sources(conn, job.compilation, who.submitter_id)
     capped, _ = apply_limits(job.compilation, sub.limits)
     durations = {f"media:{mid}": r.duration_s for mid, r in rows.items()}
     estimate = estimate_duration(capped, durations, unknown_s=board.config.url_clip_estimate_s)
-    await check_render_seconds(conn, sub, estimate, now)
+    check_render_seconds(conn, sub, estimate, now)
     req = requirements_of(job)
     job_id = new_id("j")
-    await conn.execute(
+    conn.execute(
         insert(jobs).values(
             id=job_id,
             submitter_id=who.submitter_id,
@@ -172,17 +168,15 @@ async def _insert_job(
         )
     )
     if req.tags:
-        await conn.execute(
+        conn.execute(
             insert(job_tags), [{"job_id": job_id, "tag": tag} for tag in sorted(set(req.tags))]
         )
     media_ids = sorted({s.media for _, s, _ in _roles(job.compilation) if s.media})
     if sub.limits.forced_watermark and sub.limits.forced_watermark not in media_ids:
         media_ids.append(sub.limits.forced_watermark)
     if media_ids:
-        await conn.execute(
-            insert(job_media), [{"job_id": job_id, "media_id": m} for m in media_ids]
-        )
-    await record_event(conn, job_id, None, "queued", message=f"submitted by {who.name}", at=now)
+        conn.execute(insert(job_media), [{"job_id": job_id, "media_id": m} for m in media_ids])
+    record_event(conn, job_id, None, "queued", message=f"submitted by {who.name}", at=now)
     return job_id, True
 
 
@@ -196,12 +190,14 @@ async def submit(board: BoardState, who: Principal, job: SubmitJob) -> tuple[Job
     _need_submitter(who)
     now = time.time()
     try:
-        async with board.db.write() as conn:
-            job_id, created = await _insert_job(board, conn, who, job, now)
+        job_id, created = await board.db.transact(
+            lambda conn: _insert_job(board, conn, who, job, now)
+        )
     except IntegrityError:
         # Two submits with the same key raced; the other one won. Answer as a repeat would.
-        async with board.db.read() as conn:
-            found = await _existing(conn, who.submitter_id, job.idempotency_key or "")
+        found = await board.db.query(
+            lambda conn: _existing(conn, who.submitter_id, job.idempotency_key or "")
+        )
         if found is None:
             raise
         job_id, created = _repeated(found, job), False
@@ -219,24 +215,27 @@ async def submit_batch(board: BoardState, who: Principal, batch: list[SubmitJob]
     now = time.time()
     items: list[BatchItem] = []
     created_ids: list[tuple[int, str, bool]] = []
-    async with board.db.write() as conn:
+
+    def unit(conn: Connection) -> None:
         for index, job in enumerate(batch):
             try:
-                async with conn.begin_nested():
-                    job_id, created = await _insert_job(board, conn, who, job, now)
+                with conn.begin_nested():
+                    job_id, created = _insert_job(board, conn, who, job, now)
                 created_ids.append((index, job_id, created))
             except BoardError as exc:
                 items.append(BatchItem(index=index, status=exc.status, error=exc.message))
             except IntegrityError:
                 # A concurrent request (another batch, another board process) committed the same
                 # idempotency key first; the savepoint undid ours. Answer as a repeat would.
-                found = await _existing(conn, who.submitter_id, job.idempotency_key or "")
+                found = _existing(conn, who.submitter_id, job.idempotency_key or "")
                 if found is None:
                     raise
                 try:
                     created_ids.append((index, _repeated(found, job), False))
                 except Conflict as exc:
                     items.append(BatchItem(index=index, status=exc.status, error=exc.message))
+
+    await board.db.transact(unit)
     views = await _views(board, [job_id for _, job_id, _ in created_ids])
     for index, job_id, created in created_ids:
         items.append(BatchItem(index=index, status=201 if created else 200, job=views[job_id]))
@@ -373,7 +372,7 @@ async def job_history(
 async def job_context(board: BoardState, job_id: str, lease_token: str) -> JobContext:
     """Everything a farmhand needs to render the job it holds, limits applied."""
     async with board.db.read() as conn:
-        held = await held_job(conn, job_id, lease_token)
+        held = await conn.run_sync(held_job, job_id, lease_token)
         row = (
             await conn.execute(
                 select(jobs.c.title, jobs.c.compilation, jobs.c.requirements).where(
@@ -381,7 +380,7 @@ async def job_context(board: BoardState, job_id: str, lease_token: str) -> JobCo
                 )
             )
         ).first()
-        sub = await load_limits(conn, held.submitter_id)
+        sub = await conn.run_sync(load_limits, held.submitter_id)
         compilation = msgspec.convert(row.compilation, Compilation)
         capped, notes = apply_limits(compilation, sub.limits)
         ids = {s.media for s in capped.sources() if s.media}

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from board.errors import Conflict, LeaseLost, NotFound
 from board.models import attempts, farmhands, job_events, jobs, outputs, usage
@@ -32,8 +32,8 @@ STDERR_TAIL_MAX = 8000
 TRANSFER_STAGES = ("fetching", "uploading")
 
 
-async def record_event(
-    conn: AsyncConnection,
+def record_event(
+    conn: Connection,
     job_id: str,
     from_state: str | None,
     to_state: str,
@@ -42,7 +42,7 @@ async def record_event(
     message: str = "",
     at: float | None = None,
 ) -> None:
-    await conn.execute(
+    conn.execute(
         insert(job_events).values(
             job_id=job_id,
             at=at or time.time(),
@@ -74,10 +74,10 @@ class Held:
     failed_by: list
 
 
-async def held_job(conn: AsyncConnection, job_id: str, lease_token: str) -> Held:
+def held_job(conn: Connection, job_id: str, lease_token: str) -> Held:
     """The job, if ``lease_token`` still holds it; LeaseLost otherwise."""
     row = (
-        await conn.execute(
+        conn.execute(
             select(
                 jobs.c.id,
                 jobs.c.state,
@@ -110,11 +110,11 @@ async def held_job(conn: AsyncConnection, job_id: str, lease_token: str) -> Held
     )
 
 
-async def cancelled_under(conn: AsyncConnection, job_id: str, lease_token: str) -> bool:
+def cancelled_under(conn: Connection, job_id: str, lease_token: str) -> bool:
     """Whether the job was cancelled while ``lease_token`` held it (its holder is yet to be told
     to stop: its heartbeat answers ``cancel: true``)."""
     outcome = (
-        await conn.execute(
+        conn.execute(
             select(attempts.c.outcome).where(
                 attempts.c.lease_token == lease_token, attempts.c.job_id == job_id
             )
@@ -123,22 +123,20 @@ async def cancelled_under(conn: AsyncConnection, job_id: str, lease_token: str) 
     return outcome == "cancelled"
 
 
-async def check_lease(
-    conn: AsyncConnection, job_id: str, lease_token: str, *, cancelled_ok: bool = False
+def check_lease(
+    conn: Connection, job_id: str, lease_token: str, *, cancelled_ok: bool = False
 ) -> None:
     """LeaseLost unless ``lease_token`` holds the job — or, with ``cancelled_ok``, held it when the
     job was cancelled (a heartbeat then answers ``cancel: true`` rather than 409)."""
     try:
-        await held_job(conn, job_id, lease_token)
+        held_job(conn, job_id, lease_token)
     except LeaseLost:
-        if not (cancelled_ok and await cancelled_under(conn, job_id, lease_token)):
+        if not (cancelled_ok and cancelled_under(conn, job_id, lease_token)):
             raise
 
 
-async def _fenced_update(
-    conn: AsyncConnection, job_id: str, lease_token: str, values: dict[str, Any]
-) -> None:
-    result = await conn.execute(
+def _fenced_update(conn: Connection, job_id: str, lease_token: str, values: dict[str, Any]) -> None:
+    result = conn.execute(
         update(jobs)
         .where(
             jobs.c.id == job_id,
@@ -151,12 +149,12 @@ async def _fenced_update(
         raise LeaseLost(job_id)
 
 
-async def _end_attempt(
-    conn: AsyncConnection, lease_token: str, outcome: str, *, at: float, **values: Any
+def _end_attempt(
+    conn: Connection, lease_token: str, outcome: str, *, at: float, **values: Any
 ) -> None:
     if values.get("stderr_tail"):
         values["stderr_tail"] = values["stderr_tail"][-STDERR_TAIL_MAX:]
-    await conn.execute(
+    conn.execute(
         update(attempts)
         .where(attempts.c.lease_token == lease_token, attempts.c.outcome.is_(None))
         .values(outcome=outcome, ended_at=at, **values)
@@ -173,9 +171,10 @@ async def heartbeat(
     ``cancel: true`` once more so the farmhand stops; any other stale lease is LeaseLost."""
     now = time.time()
     expires = now + board.config.lease_s
-    async with board.db.write() as conn:
+
+    def unit(conn: Connection) -> str | None:
         row = (
-            await conn.execute(
+            conn.execute(
                 select(jobs.c.state, jobs.c.stage, jobs.c.progress, jobs.c.farmhand_id).where(
                     jobs.c.id == job_id,
                     jobs.c.lease_token == beat.lease_token,
@@ -184,8 +183,8 @@ async def heartbeat(
             )
         ).first()
         if row is None:
-            if await cancelled_under(conn, job_id, beat.lease_token):
-                return HeartbeatReply(lease_expires_at=_dt(now), cancel=True)
+            if cancelled_under(conn, job_id, beat.lease_token):
+                return None
             raise LeaseLost(job_id)
         values: dict[str, Any] = {
             "lease_expires_at": expires,
@@ -199,17 +198,22 @@ async def heartbeat(
             values["progress_at"] = now
         if row.state == "claimed":
             values["state"] = "running"
-        await _fenced_update(conn, job_id, beat.lease_token, values)
+        _fenced_update(conn, job_id, beat.lease_token, values)
         if row.state == "claimed":
-            name = await _farmhand_name(conn, row.farmhand_id)
-            await record_event(
+            name = _farmhand_name(conn, row.farmhand_id)
+            record_event(
                 conn, job_id, "claimed", "running", farmhand=name, message=beat.stage, at=now
             )
-        await conn.execute(
+        conn.execute(
             update(farmhands).where(farmhands.c.id == row.farmhand_id).values(last_seen_at=now)
         )
+        return row.state
+
+    was = await board.db.transact(unit)
+    if was is None:
+        return HeartbeatReply(lease_expires_at=_dt(now), cancel=True)
     board.feed.job_changed(job_id)
-    if row.state == "claimed":
+    if was == "claimed":
         board.metrics.transition("running")
     return HeartbeatReply(lease_expires_at=_dt(expires), cancel=False)
 
@@ -220,9 +224,10 @@ async def complete(
     """Mark the job succeeded with its verified output; record the submitter's usage from the
     real output duration, in the same transaction."""
     now = time.time()
-    async with board.db.write() as conn:
-        held = await held_job(conn, job_id, done.lease_token)
-        await _fenced_update(
+
+    def unit(conn: Connection) -> None:
+        held = held_job(conn, job_id, done.lease_token)
+        _fenced_update(
             conn,
             job_id,
             done.lease_token,
@@ -239,8 +244,8 @@ async def complete(
                 "updated_at": now,
             },
         )
-        await conn.execute(insert(outputs).values(job_id=job_id, created_at=now, **output))
-        await conn.execute(
+        conn.execute(insert(outputs).values(job_id=job_id, created_at=now, **output))
+        conn.execute(
             insert(usage).values(
                 submitter_id=held.submitter_id,
                 job_id=job_id,
@@ -249,7 +254,7 @@ async def complete(
                 at=now,
             )
         )
-        await _end_attempt(
+        _end_attempt(
             conn,
             done.lease_token,
             "succeeded",
@@ -257,12 +262,12 @@ async def complete(
             encoder=done.encoder or None,
             stderr_tail=done.stderr_tail or None,
         )
-        await conn.execute(
+        conn.execute(
             update(farmhands)
             .where(farmhands.c.id == held.farmhand_id)
             .values(consecutive_failures=0, jobs_done=farmhands.c.jobs_done + 1, last_seen_at=now)
         )
-        await record_event(
+        record_event(
             conn,
             job_id,
             held.state,
@@ -271,6 +276,8 @@ async def complete(
             message=f"{output['duration_s']:.2f} s, {output['size']} bytes",
             at=now,
         )
+
+    await board.db.transact(unit)
     board.feed.job_changed(job_id)
     board.metrics.transition("succeeded")
 
@@ -280,8 +287,9 @@ async def fail(board: BoardState, job_id: str, failure: Fail) -> str:
     ``queued`` after backoff, preferably for another farmhand, until ``max_attempts``.
     Returns the job's new state."""
     now = time.time()
-    async with board.db.write() as conn:
-        held = await held_job(conn, job_id, failure.lease_token)
+
+    def unit(conn: Connection) -> str:
+        held = held_job(conn, job_id, failure.lease_token)
         if failure.retryable and held.attempts < held.max_attempts:
             delay = retry_delay(board.config, held.attempts)
             to_state = "queued"
@@ -301,7 +309,7 @@ async def fail(board: BoardState, job_id: str, failure: Fail) -> str:
             message = failure.error
             if failure.retryable:
                 message = f"gave up after {held.attempts} attempts: {failure.error}"
-        await _fenced_update(
+        _fenced_update(
             conn,
             job_id,
             failure.lease_token,
@@ -315,7 +323,7 @@ async def fail(board: BoardState, job_id: str, failure: Fail) -> str:
                 **values,
             },
         )
-        await _end_attempt(
+        _end_attempt(
             conn,
             failure.lease_token,
             "failed",
@@ -326,12 +334,20 @@ async def fail(board: BoardState, job_id: str, failure: Fail) -> str:
         )
         # Only the farmhand's retryable failures count towards quarantine: a permanent failure is
         # the input's fault.
-        await _farmhand_outcome(
-            board, conn, held.farmhand_id, bad=failure.retryable, why=failure.error, at=now
+        _farmhand_outcome(
+            board.config.quarantine_after,
+            conn,
+            held.farmhand_id,
+            bad=failure.retryable,
+            why=failure.error,
+            at=now,
         )
-        await record_event(
+        record_event(
             conn, job_id, held.state, to_state, farmhand=held.farmhand, message=message, at=now
         )
+        return to_state
+
+    to_state = await board.db.transact(unit)
     board.feed.job_changed(job_id)
     board.metrics.transition(to_state)
     if to_state == "queued":
@@ -343,9 +359,10 @@ async def release(board: BoardState, job_id: str, rel: Release) -> None:
     """Give the job back untouched (farmhand shutting down): ``queued`` at once, the attempt is
     not counted against the job."""
     now = time.time()
-    async with board.db.write() as conn:
-        held = await held_job(conn, job_id, rel.lease_token)
-        await _fenced_update(
+
+    def unit(conn: Connection) -> None:
+        held = held_job(conn, job_id, rel.lease_token)
+        _fenced_update(
             conn,
             job_id,
             rel.lease_token,
@@ -363,8 +380,8 @@ async def release(board: BoardState, job_id: str, rel: Release) -> None:
                 "updated_at": now,
             },
         )
-        await _end_attempt(conn, rel.lease_token, "released", at=now, error=rel.reason)
-        await record_event(
+        _end_attempt(conn, rel.lease_token, "released", at=now, error=rel.reason)
+        record_event(
             conn,
             job_id,
             held.state,
@@ -373,19 +390,21 @@ async def release(board: BoardState, job_id: str, rel: Release) -> None:
             message=f"released: {rel.reason}",
             at=now,
         )
+
+    await board.db.transact(unit)
     board.feed.job_changed(job_id)
     board.feed.work_available()
     board.metrics.transition("queued")
 
 
-async def release_forgotten_claims(
-    board: BoardState, conn: AsyncConnection, farmhand_id: int, holding: list[str], now: float
+def release_forgotten_claims(
+    conn: Connection, farmhand_id: int, holding: list[str], now: float
 ) -> list[str]:
     """Requeue jobs this farmhand was handed but does not know it holds: the answer to its claim
     never reached it (the connection dropped). It says what it holds on every claim, and claims
     one job at a time, so a ``claimed`` job missing from ``holding`` was lost on the way."""
     rows = (
-        await conn.execute(
+        conn.execute(
             select(jobs.c.id, jobs.c.lease_token, jobs.c.attempts, farmhands.c.name)
             .select_from(jobs.join(farmhands, farmhands.c.id == jobs.c.farmhand_id))
             .where(jobs.c.farmhand_id == farmhand_id, jobs.c.state == "claimed")
@@ -395,14 +414,14 @@ async def release_forgotten_claims(
     for row in rows:
         if row.id in holding:
             continue
-        await _fenced_update(conn, row.id, row.lease_token, {
+        _fenced_update(conn, row.id, row.lease_token, {
             "state": "queued", "lease_token": None, "lease_expires_at": None, "farmhand_id": None,
             "attempts": max(0, row.attempts - 1), "not_before": now, "queued_at": now,
             "stage": None, "progress": 0.0, "updated_at": now,
         })  # fmt: skip
         why = "the claim's answer never reached the farmhand"
-        await _end_attempt(conn, row.lease_token, "released", at=now, error=why)
-        await record_event(
+        _end_attempt(conn, row.lease_token, "released", at=now, error=why)
+        record_event(
             conn, row.id, "claimed", "queued", farmhand=row.name, message=f"released: {why}", at=now
         )
         released.append(row.id)
@@ -416,11 +435,12 @@ async def cancel(board: BoardState, job_id: str, *, by: str) -> str:
     """Cancel now: a queued job at once, a claimed/running one by revoking its lease (the holder
     learns at its next heartbeat). Cancelling a cancelled job is a no-op; a finished one is 409."""
     now = time.time()
-    async with board.db.write() as conn:
+
+    def unit(conn: Connection) -> bool:
         # Locked (PostgreSQL; SQLite's BEGIN IMMEDIATE already is) so a complete, fail or claim
         # racing this cancel is decided before or after it, never half-way.
         row = (
-            await conn.execute(
+            conn.execute(
                 select(jobs.c.state, jobs.c.lease_token, jobs.c.farmhand_id)
                 .where(jobs.c.id == job_id)
                 .with_for_update()
@@ -429,10 +449,10 @@ async def cancel(board: BoardState, job_id: str, *, by: str) -> str:
         if row is None:
             raise NotFound(f"no job {job_id}")
         if row.state == "cancelled":
-            return "cancelled"
+            return False
         if row.state in ("succeeded", "failed"):
             raise Conflict(f"job {job_id} already {row.state}; nothing to cancel")
-        await conn.execute(
+        conn.execute(
             update(jobs)
             .where(jobs.c.id == job_id, jobs.c.state == row.state)
             .values(
@@ -447,11 +467,9 @@ async def cancel(board: BoardState, job_id: str, *, by: str) -> str:
         )
         name = None
         if row.lease_token:
-            await _end_attempt(
-                conn, row.lease_token, "cancelled", at=now, error=f"cancelled by {by}"
-            )
-            name = await _farmhand_name(conn, row.farmhand_id)
-        await record_event(
+            _end_attempt(conn, row.lease_token, "cancelled", at=now, error=f"cancelled by {by}")
+            name = _farmhand_name(conn, row.farmhand_id)
+        record_event(
             conn,
             job_id,
             row.state,
@@ -460,6 +478,10 @@ async def cancel(board: BoardState, job_id: str, *, by: str) -> str:
             message=f"cancelled by {by}",
             at=now,
         )
+        return True
+
+    if not await board.db.transact(unit):
+        return "cancelled"
     board.feed.job_changed(job_id)
     board.metrics.transition("cancelled")
     return "cancelled"
@@ -468,9 +490,10 @@ async def cancel(board: BoardState, job_id: str, *, by: str) -> str:
 async def retry(board: BoardState, job_id: str, *, by: str) -> None:
     """Put a failed or cancelled job back in the queue with a fresh attempt budget."""
     now = time.time()
-    async with board.db.write() as conn:
+
+    def unit(conn: Connection) -> None:
         row = (
-            await conn.execute(select(jobs.c.state).where(jobs.c.id == job_id).with_for_update())
+            conn.execute(select(jobs.c.state).where(jobs.c.id == job_id).with_for_update())
         ).first()
         if row is None:
             raise NotFound(f"no job {job_id}")
@@ -478,7 +501,7 @@ async def retry(board: BoardState, job_id: str, *, by: str) -> None:
             raise Conflict(
                 f"job {job_id} is {row.state}; only failed or cancelled jobs can be retried"
             )
-        await conn.execute(
+        conn.execute(
             update(jobs)
             .where(jobs.c.id == job_id, jobs.c.state == row.state)
             .values(
@@ -495,7 +518,9 @@ async def retry(board: BoardState, job_id: str, *, by: str) -> None:
                 updated_at=now,
             )
         )
-        await record_event(conn, job_id, row.state, "queued", message=f"retried by {by}", at=now)
+        record_event(conn, job_id, row.state, "queued", message=f"retried by {by}", at=now)
+
+    await board.db.transact(unit)
     board.feed.job_changed(job_id)
     board.feed.work_available()
     board.metrics.transition("queued")
@@ -503,24 +528,27 @@ async def retry(board: BoardState, job_id: str, *, by: str) -> None:
 
 async def set_priority(board: BoardState, job_id: str, priority: int, *, by: str) -> None:
     now = time.time()
-    async with board.db.write() as conn:
-        result = await conn.execute(
+
+    def unit(conn: Connection) -> None:
+        result = conn.execute(
             update(jobs).where(jobs.c.id == job_id).values(priority=priority, updated_at=now)
         )
         if result.rowcount != 1:
             raise NotFound(f"no job {job_id}")
-        state = (await conn.execute(select(jobs.c.state).where(jobs.c.id == job_id))).scalar()
-        await record_event(
+        state = (conn.execute(select(jobs.c.state).where(jobs.c.id == job_id))).scalar()
+        record_event(
             conn, job_id, state, state, message=f"priority set to {priority} by {by}", at=now
         )
+
+    await board.db.transact(unit)
     board.feed.job_changed(job_id)
 
 
 # ---------------------------------------------------------------- lost leases (the reaper's verbs)
 
 
-async def requeue_lost(
-    board: BoardState, conn: AsyncConnection, job: Any, *, outcome: str, why: str, now: float
+def requeue_lost(
+    conn: Connection, job: Any, *, quarantine_after: int, outcome: str, why: str, now: float
 ) -> str:
     """A lease that ended without a word from its holder (expired or stalled): the attempt counts;
     the job goes back to the queue at once (it was not at fault) or fails when out of attempts.
@@ -541,7 +569,7 @@ async def requeue_lost(
         values.update(not_before=now, queued_at=now, farmhand_id=None, progress=0.0)
     else:
         values.update(finished_at=now)
-    result = await conn.execute(
+    result = conn.execute(
         update(jobs)
         .where(
             and_(
@@ -554,19 +582,19 @@ async def requeue_lost(
     )
     if result.rowcount != 1:
         return job.state  # someone else (another board process) got there first
-    await _end_attempt(conn, job.lease_token, outcome, at=now, error=why)
-    await _farmhand_outcome(board, conn, job.farmhand_id, bad=True, why=why, at=now)
-    name = await _farmhand_name(conn, job.farmhand_id)
-    await record_event(conn, job.id, job.state, to_state, farmhand=name, message=message, at=now)
+    _end_attempt(conn, job.lease_token, outcome, at=now, error=why)
+    _farmhand_outcome(quarantine_after, conn, job.farmhand_id, bad=True, why=why, at=now)
+    name = _farmhand_name(conn, job.farmhand_id)
+    record_event(conn, job.id, job.state, to_state, farmhand=name, message=message, at=now)
     return to_state
 
 
 # ---------------------------------------------------------------- farmhand bookkeeping
 
 
-async def _farmhand_outcome(
-    board: BoardState,
-    conn: AsyncConnection,
+def _farmhand_outcome(
+    quarantine_after: int,
+    conn: Connection,
     farmhand_id: int | None,
     *,
     bad: bool,
@@ -577,19 +605,19 @@ async def _farmhand_outcome(
     if farmhand_id is None:
         return
     if not bad:
-        await conn.execute(
+        conn.execute(
             update(farmhands).where(farmhands.c.id == farmhand_id).values(consecutive_failures=0)
         )
         return
-    await conn.execute(
+    conn.execute(
         update(farmhands)
         .where(farmhands.c.id == farmhand_id)
         .values(consecutive_failures=farmhands.c.consecutive_failures + 1)
     )
-    limit = board.config.quarantine_after
+    limit = quarantine_after
     if limit <= 0:
         return
-    await conn.execute(
+    conn.execute(
         update(farmhands)
         .where(
             farmhands.c.id == farmhand_id,
@@ -605,12 +633,10 @@ async def _farmhand_outcome(
     )
 
 
-async def _farmhand_name(conn: AsyncConnection, farmhand_id: int | None) -> str | None:
+def _farmhand_name(conn: Connection, farmhand_id: int | None) -> str | None:
     if farmhand_id is None:
         return None
-    return (
-        await conn.execute(select(farmhands.c.name).where(farmhands.c.id == farmhand_id))
-    ).scalar()
+    return (conn.execute(select(farmhands.c.name).where(farmhands.c.id == farmhand_id))).scalar()
 
 
 def _dt(epoch: float) -> datetime:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import msgspec
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from board.errors import BadRequest, Forbidden
 from board.models import jobs, media, outputs, submitters, usage
@@ -27,8 +27,8 @@ class SubmitterLimits:
     limits: Limits
 
 
-async def load_limits(conn: AsyncConnection, submitter_id: int) -> SubmitterLimits:
-    row = (await conn.execute(select(submitters).where(submitters.c.id == submitter_id))).first()
+def load_limits(conn: Connection, submitter_id: int) -> SubmitterLimits:
+    row = (conn.execute(select(submitters).where(submitters.c.id == submitter_id))).first()
     return SubmitterLimits(
         submitter_id=row.id,
         name=row.name,
@@ -92,17 +92,17 @@ def month_of(epoch: float) -> str:
     return time.strftime("%Y-%m", time.gmtime(epoch))
 
 
-async def render_seconds_committed(conn: AsyncConnection, submitter_id: int, now: float) -> float:
+def render_seconds_committed(conn: Connection, submitter_id: int, now: float) -> float:
     """Seconds rendered this month plus the estimates of this submitter's unfinished jobs."""
     used = (
-        await conn.execute(
+        conn.execute(
             select(func.coalesce(func.sum(usage.c.render_seconds), 0.0)).where(
                 usage.c.submitter_id == submitter_id, usage.c.month == month_of(now)
             )
         )
     ).scalar()
     pending = (
-        await conn.execute(
+        conn.execute(
             select(func.coalesce(func.sum(jobs.c.estimate_s), 0.0)).where(
                 jobs.c.submitter_id == submitter_id,
                 jobs.c.state.in_(("queued", "claimed", "running")),
@@ -112,14 +112,14 @@ async def render_seconds_committed(conn: AsyncConnection, submitter_id: int, now
     return float(used) + float(pending)
 
 
-async def check_render_seconds(
-    conn: AsyncConnection, sub: SubmitterLimits, estimate_s: float, now: float
+def check_render_seconds(
+    conn: Connection, sub: SubmitterLimits, estimate_s: float, now: float
 ) -> None:
     """Refuse a submit whose honest estimate does not fit in what is left of the month."""
     allowed = sub.limits.monthly_render_seconds
     if allowed is None:
         return
-    committed = await render_seconds_committed(conn, sub.submitter_id, now)
+    committed = render_seconds_committed(conn, sub.submitter_id, now)
     left = max(0.0, allowed - committed)
     if estimate_s > left:
         raise Forbidden(
@@ -128,16 +128,16 @@ async def check_render_seconds(
         )
 
 
-async def storage_used(conn: AsyncConnection, submitter_id: int) -> int:
+def storage_used(conn: Connection, submitter_id: int) -> int:
     media_bytes = (
-        await conn.execute(
+        conn.execute(
             select(func.coalesce(func.sum(media.c.size), 0)).where(
                 media.c.submitter_id == submitter_id
             )
         )
     ).scalar()
     output_bytes = (
-        await conn.execute(
+        conn.execute(
             select(func.coalesce(func.sum(outputs.c.size), 0))
             .select_from(outputs.join(jobs, jobs.c.id == outputs.c.job_id))
             .where(jobs.c.submitter_id == submitter_id)

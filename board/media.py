@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterable
 
 from sqlalchemy import insert, select
+from sqlalchemy.engine import Connection
 
 from board.auth import Principal
 from board.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
@@ -60,9 +61,10 @@ async def upload_media(
         raise Forbidden("only submitters own media; create a submitter token to upload")
     max_bytes = board.config.max_upload_bytes
     async with board.db.read() as conn:
-        sub = await load_limits(conn, who.submitter_id)
+        sub = await conn.run_sync(load_limits, who.submitter_id)
         if sub.limits.storage_quota_bytes is not None:
-            left = sub.limits.storage_quota_bytes - await storage_used(conn, who.submitter_id)
+            used = await conn.run_sync(storage_used, who.submitter_id)
+            left = sub.limits.storage_quota_bytes - used
             max_bytes = min(max_bytes, max(0, left))
     if declared_size is not None and declared_size > max_bytes:
         raise PayloadTooLarge(
@@ -79,31 +81,32 @@ async def upload_media(
             info = await asyncio.to_thread(probe, board.storage.local_path(key), label=name)
         except ProbeError as exc:
             raise BadRequest(f"{exc.message} — upload a video, audio or image file") from None
-        async with board.db.write() as conn:
-            same = (
-                await conn.execute(
-                    select(media)
-                    .where(
-                        media.c.submitter_id == who.submitter_id, media.c.sha256 == written.sha256
-                    )
-                    .limit(1)
-                )
+        row = {
+            "id": media_id,
+            "submitter_id": who.submitter_id,
+            "sha256": written.sha256,
+            "size": written.size,
+            "filename": name,
+            "storage_key": key,
+            "probe": probe_json(info),
+            "duration_s": info.duration_s,
+            "created_at": time.time(),
+        }
+
+        def unit(conn: Connection):
+            same = conn.execute(
+                select(media)
+                .where(media.c.submitter_id == who.submitter_id, media.c.sha256 == written.sha256)
+                .limit(1)
             ).first()
-            if same is not None:
-                board.storage.delete(key)
-                return media_view(same), False
-            row = {
-                "id": media_id,
-                "submitter_id": who.submitter_id,
-                "sha256": written.sha256,
-                "size": written.size,
-                "filename": name,
-                "storage_key": key,
-                "probe": probe_json(info),
-                "duration_s": info.duration_s,
-                "created_at": time.time(),
-            }
-            await conn.execute(insert(media).values(**row))
+            if same is None:
+                conn.execute(insert(media).values(**row))
+            return same
+
+        same = await board.db.transact(unit)
+        if same is not None:
+            board.storage.delete(key)
+            return media_view(same), False
     except BaseException:
         board.storage.delete(key)
         raise

@@ -114,10 +114,14 @@ jobs = Table(
     Column("claimed_at", Float),
     Column("finished_at", Float),
     UniqueConstraint("submitter_id", "idempotency_key", name="uq_jobs_submitter_idempotency"),
-    Index("ix_jobs_claim_order", "state", "priority", "created_at"),
     Index("ix_jobs_lease", "state", "lease_expires_at"),
     Index("ix_jobs_submitter_state", "submitter_id", "state"),
 )
+# The claim query's ORDER BY exactly (priority DESC, then oldest): the best job is the first index
+# entry, with no sort of the whole queue per claim.
+Index("ix_jobs_claim_order", jobs.c.state, jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
+# The dashboard's default page (newest first) and queue-wait figures.
+Index("ix_jobs_created", jobs.c.created_at)
 
 # A job's required tags, one row each, so the claim query can test "tags ⊆ the farmhand's tags"
 # in SQL (filtering after the LIMIT would starve a farmhand behind jobs it cannot take).

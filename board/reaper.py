@@ -17,6 +17,7 @@ import logging
 import time
 
 from sqlalchemy import and_, or_, select
+from sqlalchemy.engine import Connection
 
 from board.janitor import sweep_dead_uploads
 from board.lifecycle import TRANSFER_STAGES, requeue_lost
@@ -54,15 +55,21 @@ async def reap_expired_leases(board: BoardState) -> int:
     if not candidates:
         return 0
     moved: list[tuple[str, str]] = []
-    async with board.db.write() as conn:
+    quarantine_after = board.config.quarantine_after
+
+    def unit(conn: Connection) -> None:
         for job in candidates:
             if job.lease_expires_at is not None and job.lease_expires_at < now:
                 outcome, why = "lost", "lease expired: the farmhand stopped sending heartbeats"
             else:
                 outcome = "stalled"
                 why = f"stalled: no progress for {board.config.stall_s:g} s"
-            to_state = await requeue_lost(board, conn, job, outcome=outcome, why=why, now=now)
+            to_state = requeue_lost(
+                conn, job, quarantine_after=quarantine_after, outcome=outcome, why=why, now=now
+            )
             moved.append((job.id, to_state))
+
+    await board.db.transact(unit)
     for job_id, to_state in moved:
         board.feed.job_changed(job_id)
         board.metrics.transition(to_state)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import msgspec
 from sqlalchemy import select
 
+from board.auth import TokenCache
 from board.config import BoardConfig
 from board.db import Database
 from board.matching import Skills, skills_of
@@ -42,6 +43,7 @@ class BoardState:
     storage: Storage
     feed: JobFeed = field(default_factory=JobFeed)
     metrics: Metrics = field(default_factory=Metrics)
+    tokens: TokenCache = field(default_factory=TokenCache)
     online: OnlineFarm = field(default_factory=OnlineFarm)
 
     async def online_farm(self, max_age_s: float = 1.0) -> OnlineFarm:

@@ -6,6 +6,7 @@ import time
 
 import msgspec
 from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection
 
 from board.errors import BadRequest, NotFound
 from board.limits import load_limits, month_of, storage_used
@@ -20,7 +21,7 @@ async def get_submitter(board: BoardState, name: str) -> SubmitterView:
         row = (await conn.execute(select(submitters.c.id).where(submitters.c.name == name))).first()
         if row is None:
             raise NotFound(f"no submitter named {name!r}")
-        sub = await load_limits(conn, row.id)
+        sub = await conn.run_sync(load_limits, row.id)
         month = month_of(now)
         used = (
             await conn.execute(
@@ -29,7 +30,7 @@ async def get_submitter(board: BoardState, name: str) -> SubmitterView:
                 )
             )
         ).scalar()
-        stored = await storage_used(conn, row.id)
+        stored = await conn.run_sync(storage_used, row.id)
     return SubmitterView(
         name=name, limits=sub.limits, render_seconds_this_month=float(used), storage_bytes=stored
     )
@@ -60,22 +61,23 @@ def _check_storable(limits: Limits) -> None:
 async def set_limits(board: BoardState, name: str, limits: Limits) -> SubmitterView:
     """Replace a submitter's limits (fields left out mean no limit)."""
     _check_storable(limits)
-    async with board.db.write() as conn:
+
+    def unit(conn: Connection) -> None:
         if limits.forced_watermark:
-            found = (
-                await conn.execute(
-                    select(media.c.id, media.c.probe).where(media.c.id == limits.forced_watermark)
-                )
+            found = conn.execute(
+                select(media.c.id, media.c.probe).where(media.c.id == limits.forced_watermark)
             ).first()
             if found is None:
                 raise BadRequest(f"forced watermark: unknown media id {limits.forced_watermark!r}")
             if not (found.probe or {}).get("has_video"):
                 raise BadRequest("forced watermark: that media is not an image or video")
-        result = await conn.execute(
+        result = conn.execute(
             update(submitters)
             .where(submitters.c.name == name)
             .values(**msgspec.structs.asdict(limits))
         )
         if result.rowcount == 0:
             raise NotFound(f"no submitter named {name!r}")
+
+    await board.db.transact(unit)
     return await get_submitter(board, name)
