@@ -20,11 +20,26 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import secrets
 import time
 from datetime import UTC, datetime
 
-from sqlalchemy import Float, Row, and_, bindparam, exists, false, insert, or_, select, update
+import msgspec
+from sqlalchemy import (
+    Float,
+    Row,
+    Text,
+    and_,
+    bindparam,
+    exists,
+    false,
+    insert,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.engine import Connection
 
 from board import lifecycle
@@ -34,12 +49,15 @@ from board.lifecycle import record_event, release_forgotten_claims
 from board.matching import CODECS, Skills, can_take, skills_of
 from board.models import attempts, farmhands, job_tags, jobs
 from board.notify import wait_armed
-from board.state import BoardState, OnlineFarm
+from board.state import BoardState, CheckIn, OnlineFarm
 from wire import Claim, ClaimRequest, Release
 
-CANDIDATES = 32
+CANDIDATES = 8  # a page of the queue; the first one is nearly always taken
 NOW = bindparam("now", type_=Float)
 GRACE_CUT = bindparam("grace_cut", type_=Float)
+TAKE = update(jobs).where(jobs.c.id == bindparam("b_id"), jobs.c.state == "queued")
+INSERT_ATTEMPT = insert(attempts)
+FARMHAND_STATE = select(farmhands.c.state).where(farmhands.c.id == bindparam("b_id"))
 RECHECK_S = 1.0  # long-poll re-check for work signalled by other processes or `not_before`
 
 
@@ -65,14 +83,20 @@ def _eligible(skills: Skills, gpu_codecs: frozenset[str]):
     return and_(or_(*ors), jobs.c.req_gpu_memory_mb <= skills.gpu_memory_mb)
 
 
-def _better_left_to_others(row: Row, farmhand_id: int, online: OnlineFarm) -> bool:
+def _better_left_to_others(
+    conn: Connection, row: Row, farmhand_id: int, online: OnlineFarm
+) -> bool:
     """A farmhand that failed this job skips it while another online farmhand that has not
     failed it could take it (a retry elsewhere is likelier to succeed)."""
-    failed_by = set(row.failed_by or [])
+    raw = row.failed_by  # JSON text on SQLite (not decoded: most jobs failed nowhere), a list
+    if not raw or raw == "[]":  # from asyncpg, which decodes JSON itself
+        return False
+    failed_by = set(json.loads(raw) if isinstance(raw, str) else raw)
     if farmhand_id not in failed_by:
         return False
+    requirements = conn.execute(select(jobs.c.requirements).where(jobs.c.id == row.id)).scalar_one()
     return any(
-        can_take(skills, row.requirements)
+        can_take(skills, requirements)
         for other, skills in online.skills.items()
         if other != farmhand_id and other not in failed_by
     )
@@ -102,7 +126,7 @@ def _candidates_query(skills: Skills, gpu_codecs: frozenset[str]):
         job_tags.c.job_id == jobs.c.id, job_tags.c.tag.not_in(sorted(skills.tags))
     )
     return (
-        select(jobs.c.id, jobs.c.attempts, jobs.c.failed_by, jobs.c.requirements)
+        select(jobs.c.id, jobs.c.attempts, type_coerce(jobs.c.failed_by, Text).label("failed_by"))
         .where(
             jobs.c.state == "queued",
             jobs.c.not_before <= NOW,
@@ -128,31 +152,32 @@ def _take(
     expires = now + lease_s
     attempt = row.attempts + 1
     result = conn.execute(
-        update(jobs)
-        .where(jobs.c.id == row.id, jobs.c.state == "queued")
-        .values(
-            state="claimed",
-            lease_token=lease_token,
-            lease_expires_at=expires,
-            farmhand_id=farmhand_id,
-            attempts=attempt,
-            claimed_at=now,
-            progress_at=now,
-            stage="claimed",
-            progress=0.0,
-            updated_at=now,
-        )
+        TAKE,
+        {
+            "b_id": row.id,
+            "state": "claimed",
+            "lease_token": lease_token,
+            "lease_expires_at": expires,
+            "farmhand_id": farmhand_id,
+            "attempts": attempt,
+            "claimed_at": now,
+            "progress_at": now,
+            "stage": "claimed",
+            "progress": 0.0,
+            "updated_at": now,
+        },
     )
     if result.rowcount != 1:
         return None
     conn.execute(
-        insert(attempts).values(
-            job_id=row.id,
-            number=attempt,
-            farmhand_id=farmhand_id,
-            lease_token=lease_token,
-            started_at=now,
-        )
+        INSERT_ATTEMPT,
+        {
+            "job_id": row.id,
+            "number": attempt,
+            "farmhand_id": farmhand_id,
+            "lease_token": lease_token,
+            "started_at": now,
+        },
     )
     record_event(
         conn, row.id, "queued", "claimed", farmhand=farmhand_name, message=f"attempt {attempt}",
@@ -176,16 +201,14 @@ async def _try_claim(
 
     def take_best(conn: Connection) -> tuple[str, str, float] | None:
         # An admin may have paused or drained this farmhand while its claim was waiting.
-        state = conn.execute(
-            select(farmhands.c.state).where(farmhands.c.id == farmhand_id)
-        ).scalar()
+        state = conn.execute(FARMHAND_STATE, {"b_id": farmhand_id}).scalar()
         if state != "active":
             return None
         offset = 0
         while True:
-            rows = conn.execute(query.offset(offset), binds).all()
+            rows = conn.execute(query.offset(offset) if offset else query, binds).all()
             for row in rows:
-                if _better_left_to_others(row, farmhand_id, online):
+                if _better_left_to_others(conn, row, farmhand_id, online):
                     continue
                 if not _lock_candidate(is_sqlite, conn, row.id):
                     continue
@@ -210,6 +233,44 @@ async def _try_claim(
     )
 
 
+CHECK_IN_S = 5.0  # a farmhand's row is refreshed at most this often by its claims
+
+
+async def _check_in(board: BoardState, request: ClaimRequest, token_id: int) -> CheckIn:
+    """Record that the farmhand is alive and what it can do, and requeue any job whose claim
+    answer it never got. A farmhand long-polls all day: when nothing changed since its last
+    check-in a few seconds ago (same token, same capabilities, no job missing from what it says
+    it holds) the database is not touched."""
+    caps = msgspec.json.encode(request.capabilities)
+    now = time.time()
+    last = board.check_ins.get(request.farmhand)
+    if (
+        last is not None
+        and last.token_id == token_id
+        and last.capabilities == caps
+        and now - last.at < CHECK_IN_S
+        and not board.unacknowledged.missing_from(request.farmhand, request.running)
+    ):
+        return last
+
+    def unit(conn: Connection):
+        me = upsert_farmhand(
+            conn, request.farmhand, token_id=token_id, now=now, capabilities=request.capabilities
+        )
+        return me, release_forgotten_claims(conn, me.id, request.running, now)
+
+    me, forgotten = await board.db.transact(unit)
+    for job_id in forgotten:
+        board.unacknowledged.ack(job_id)
+        board.feed.job_changed(job_id)
+    if forgotten:
+        board.feed.work_available()
+    checked = CheckIn(farmhand_id=me.id, token_id=token_id, capabilities=caps, state=me.state,
+                      state_reason=me.state_reason, at=now)  # fmt: skip
+    board.check_ins[request.farmhand] = checked
+    return checked
+
+
 async def claim(
     board: BoardState, request: ClaimRequest, *, token_id: int, gone: asyncio.Event | None = None
 ) -> Claim | None:
@@ -220,18 +281,7 @@ async def claim(
     skills = skills_of(request.capabilities)
     gone = gone or asyncio.Event()
 
-    def check_in(conn: Connection):
-        now = time.time()
-        me = upsert_farmhand(
-            conn, request.farmhand, token_id=token_id, now=now, capabilities=request.capabilities
-        )
-        return me, release_forgotten_claims(conn, me.id, request.running, now)
-
-    me, forgotten = await board.db.transact(check_in)
-    for job_id in forgotten:
-        board.feed.job_changed(job_id)
-    if forgotten:
-        board.feed.work_available()
+    me = await _check_in(board, request, token_id)
     if me.state == "revoked":
         raise Forbidden(f"farmhand {request.farmhand} was revoked: {me.state_reason}")
     deadline = started + request.wait_s
@@ -240,7 +290,7 @@ async def claim(
         if may_claim:
             # Arm the wake-up before looking, so a submit between the look and the wait is seen.
             armed = board.feed.work.arm()
-            found = await _try_claim(board, me.id, request.farmhand, skills)
+            found = await _try_claim(board, me.farmhand_id, request.farmhand, skills)
             if found is not None:
                 if gone.is_set():  # hung up while we claimed: nobody will run it
                     await lifecycle.release(
@@ -249,6 +299,7 @@ async def claim(
                         Release(lease_token=found.lease_token, reason="the farmhand hung up"),
                     )
                     return None
+                board.unacknowledged.add(request.farmhand, found.job_id)
                 board.metrics.claim_latency.observe(time.monotonic() - started)
                 return found
         left = deadline - time.monotonic()
@@ -260,7 +311,7 @@ async def claim(
             await asyncio.sleep(min(left, RECHECK_S))
             state = await board.db.query(
                 lambda conn: conn.execute(
-                    select(farmhands.c.state).where(farmhands.c.id == me.id)
+                    select(farmhands.c.state).where(farmhands.c.id == me.farmhand_id)
                 ).scalar()
             )
             may_claim = state == "active"

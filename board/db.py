@@ -189,11 +189,17 @@ class SqliteWriter:
                     outcomes.append((future, loop, fn(conn), None))
                 else:
                     for fn, future, loop in group:
+                        # plain SQL savepoints: SQLAlchemy's nested transactions cost more Python
+                        # than the statements they wrap
+                        conn.exec_driver_sql("SAVEPOINT unit")
                         try:
-                            with conn.begin_nested():
-                                outcomes.append((future, loop, fn(conn), None))
+                            result = fn(conn)
                         except Exception as exc:
+                            conn.exec_driver_sql("ROLLBACK TO SAVEPOINT unit")
                             outcomes.append((future, loop, None, exc))
+                        else:
+                            outcomes.append((future, loop, result, None))
+                        conn.exec_driver_sql("RELEASE SAVEPOINT unit")
         except Exception as exc:  # the COMMIT (or a lone unit) failed: nothing of it happened
             outcomes = [(future, loop, None, exc) for _, future, loop in group]
             if conn.invalidated or conn.closed:

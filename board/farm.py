@@ -135,6 +135,7 @@ async def set_farmhand_state(
             raise NotFound(f"no farmhand named {name!r}")
 
     await board.db.transact(unit)
+    board.check_ins.pop(name, None)  # the next claim re-reads the farmhand's state
     board.online.at = 0.0
     board.feed.any_change.fire()
     if state == "active":

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
 from board.errors import Conflict, LeaseLost, NotFound
@@ -27,6 +27,41 @@ from board.state import BoardState
 from wire import ACTIVE_STATES, Complete, Fail, Heartbeat, HeartbeatReply, Release
 
 STDERR_TAIL_MAX = 8000
+
+# The hot statements, built once: constructing a SQLAlchemy expression costs more than running it.
+# Parameters named b_* fill WHERE clauses; the others name the columns to SET.
+INSERT_EVENT = insert(job_events)
+SELECT_HELD = (
+    select(
+        jobs.c.id,
+        jobs.c.state,
+        jobs.c.attempts,
+        jobs.c.max_attempts,
+        jobs.c.farmhand_id,
+        jobs.c.submitter_id,
+        jobs.c.failed_by,
+        farmhands.c.name.label("farmhand"),
+    )
+    .select_from(jobs.outerjoin(farmhands, farmhands.c.id == jobs.c.farmhand_id))
+    .where(
+        jobs.c.id == bindparam("b_id"),
+        jobs.c.lease_token == bindparam("b_lease"),
+        jobs.c.state.in_(ACTIVE_STATES),
+    )
+)
+FENCED_UPDATE = update(jobs).where(
+    jobs.c.id == bindparam("b_id"),
+    jobs.c.lease_token == bindparam("b_lease"),
+    jobs.c.state.in_(ACTIVE_STATES),
+)
+RESET_FAILURES = (
+    update(farmhands)
+    .where(farmhands.c.id == bindparam("b_id"), farmhands.c.consecutive_failures != 0)
+    .values(consecutive_failures=0)
+)
+END_ATTEMPT = update(attempts).where(
+    attempts.c.lease_token == bindparam("b_lease"), attempts.c.outcome.is_(None)
+)
 # Stages that move bytes over the network: their speed is the link's, not ffmpeg's, so they are
 # not watched for stalls (the lease still is). A stage change counts as progress.
 TRANSFER_STAGES = ("fetching", "uploading")
@@ -43,14 +78,15 @@ def record_event(
     at: float | None = None,
 ) -> None:
     conn.execute(
-        insert(job_events).values(
-            job_id=job_id,
-            at=at or time.time(),
-            from_state=from_state,
-            to_state=to_state,
-            farmhand=farmhand,
-            message=message[:2000],
-        )
+        INSERT_EVENT,
+        {
+            "job_id": job_id,
+            "at": at or time.time(),
+            "from_state": from_state,
+            "to_state": to_state,
+            "farmhand": farmhand,
+            "message": message[:2000],
+        },
     )
 
 
@@ -76,26 +112,7 @@ class Held:
 
 def held_job(conn: Connection, job_id: str, lease_token: str) -> Held:
     """The job, if ``lease_token`` still holds it; LeaseLost otherwise."""
-    row = (
-        conn.execute(
-            select(
-                jobs.c.id,
-                jobs.c.state,
-                jobs.c.attempts,
-                jobs.c.max_attempts,
-                jobs.c.farmhand_id,
-                jobs.c.submitter_id,
-                jobs.c.failed_by,
-                farmhands.c.name.label("farmhand"),
-            )
-            .select_from(jobs.outerjoin(farmhands, farmhands.c.id == jobs.c.farmhand_id))
-            .where(
-                jobs.c.id == job_id,
-                jobs.c.lease_token == lease_token,
-                jobs.c.state.in_(ACTIVE_STATES),
-            )
-        )
-    ).first()
+    row = conn.execute(SELECT_HELD, {"b_id": job_id, "b_lease": lease_token}).first()
     if row is None:
         raise LeaseLost(job_id)
     return Held(
@@ -136,15 +153,7 @@ def check_lease(
 
 
 def _fenced_update(conn: Connection, job_id: str, lease_token: str, values: dict[str, Any]) -> None:
-    result = conn.execute(
-        update(jobs)
-        .where(
-            jobs.c.id == job_id,
-            jobs.c.lease_token == lease_token,
-            jobs.c.state.in_(ACTIVE_STATES),
-        )
-        .values(**values)
-    )
+    result = conn.execute(FENCED_UPDATE, {"b_id": job_id, "b_lease": lease_token, **values})
     if result.rowcount != 1:
         raise LeaseLost(job_id)
 
@@ -155,9 +164,7 @@ def _end_attempt(
     if values.get("stderr_tail"):
         values["stderr_tail"] = values["stderr_tail"][-STDERR_TAIL_MAX:]
     conn.execute(
-        update(attempts)
-        .where(attempts.c.lease_token == lease_token, attempts.c.outcome.is_(None))
-        .values(outcome=outcome, ended_at=at, **values)
+        END_ATTEMPT, {"b_lease": lease_token, "outcome": outcome, "ended_at": at, **values}
     )
 
 
@@ -210,6 +217,7 @@ async def heartbeat(
         return row.state
 
     was = await board.db.transact(unit)
+    board.unacknowledged.ack(job_id)
     if was is None:
         return HeartbeatReply(lease_expires_at=_dt(now), cancel=True)
     board.feed.job_changed(job_id)
@@ -278,6 +286,7 @@ async def complete(
         )
 
     await board.db.transact(unit)
+    board.unacknowledged.ack(job_id)
     board.feed.job_changed(job_id)
     board.metrics.transition("succeeded")
 
@@ -348,6 +357,7 @@ async def fail(board: BoardState, job_id: str, failure: Fail) -> str:
         return to_state
 
     to_state = await board.db.transact(unit)
+    board.unacknowledged.ack(job_id)
     board.feed.job_changed(job_id)
     board.metrics.transition(to_state)
     if to_state == "queued":
@@ -392,6 +402,7 @@ async def release(board: BoardState, job_id: str, rel: Release) -> None:
         )
 
     await board.db.transact(unit)
+    board.unacknowledged.ack(job_id)
     board.feed.job_changed(job_id)
     board.feed.work_available()
     board.metrics.transition("queued")
@@ -482,6 +493,7 @@ async def cancel(board: BoardState, job_id: str, *, by: str) -> str:
 
     if not await board.db.transact(unit):
         return "cancelled"
+    board.unacknowledged.ack(job_id)
     board.feed.job_changed(job_id)
     board.metrics.transition("cancelled")
     return "cancelled"
@@ -605,9 +617,7 @@ def _farmhand_outcome(
     if farmhand_id is None:
         return
     if not bad:
-        conn.execute(
-            update(farmhands).where(farmhands.c.id == farmhand_id).values(consecutive_failures=0)
-        )
+        conn.execute(RESET_FAILURES, {"b_id": farmhand_id})
         return
     conn.execute(
         update(farmhands)

@@ -37,6 +37,44 @@ class OnlineFarm:
 
 
 @dataclass
+class CheckIn:
+    """A farmhand's last full check-in with this board process (see ``claims.claim``)."""
+
+    farmhand_id: int
+    token_id: int
+    capabilities: bytes
+    state: str
+    state_reason: str
+    at: float
+
+
+class Unacknowledged:
+    """Jobs this process handed out whose farmhand has not spoken about them yet (no heartbeat,
+    fail, release or complete). Only these can be a claim whose answer got lost."""
+
+    def __init__(self) -> None:
+        self._by_farmhand: dict[str, set[str]] = {}
+        self._owner: dict[str, str] = {}
+
+    def add(self, farmhand: str, job_id: str) -> None:
+        self._by_farmhand.setdefault(farmhand, set()).add(job_id)
+        self._owner[job_id] = farmhand
+
+    def ack(self, job_id: str) -> None:
+        farmhand = self._owner.pop(job_id, None)
+        if farmhand is not None:
+            jobs_of = self._by_farmhand.get(farmhand)
+            if jobs_of is not None:
+                jobs_of.discard(job_id)
+                if not jobs_of:
+                    del self._by_farmhand[farmhand]
+
+    def missing_from(self, farmhand: str, holding: list[str]) -> bool:
+        """Whether the farmhand does not list a job it was handed (its claim answer got lost)."""
+        return bool(self._by_farmhand.get(farmhand, set()) - set(holding))
+
+
+@dataclass
 class BoardState:
     config: BoardConfig
     db: Database
@@ -45,6 +83,8 @@ class BoardState:
     metrics: Metrics = field(default_factory=Metrics)
     tokens: TokenCache = field(default_factory=TokenCache)
     online: OnlineFarm = field(default_factory=OnlineFarm)
+    check_ins: dict[str, CheckIn] = field(default_factory=dict)
+    unacknowledged: Unacknowledged = field(default_factory=Unacknowledged)
 
     async def online_farm(self, max_age_s: float = 1.0) -> OnlineFarm:
         """Farmhands seen within the lease time and not paused, quarantined or revoked."""
