@@ -242,7 +242,12 @@ class Database:
             self._read_pool = ThreadPoolExecutor(4, thread_name_prefix="sqlite-reader")
         else:
             self._writer = create_async_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                # no pre-ping: a round trip per checkout; a dropped connection fails one request
+                # and is replaced (pool_recycle bounds how stale one can get)
+                url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_recycle=300,
             )
             _refuse_unstorable_values(self._writer.sync_engine)
             self._reader = self._writer

@@ -23,7 +23,7 @@ from board.errors import BadRequest, Conflict, LeaseLost, RangeNotSatisfiable
 from board.lifecycle import complete, held_job
 from board.models import jobs, outputs
 from board.state import BoardState
-from timeline.probe import ProbeError, probe
+from timeline.mp4info import Mp4Error, read_mp4
 from wire import Complete, UploadStatus
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -193,19 +193,21 @@ async def receive_thumbnail(
 
 
 async def complete_job(board: BoardState, job_id: str, done: Complete) -> None:
-    """Commit the staged output of this lease and mark the job succeeded."""
-    await _check_lease(board, job_id, done.lease_token)
+    """Commit the staged output of this lease and mark the job succeeded. The file's own MP4
+    header gives the duration recorded as usage (read in-process: no ffprobe per hand-in)."""
     staged = staged_key(job_id, done.lease_token)
     if not board.storage.exists(staged):
+        await _check_lease(board, job_id, done.lease_token)  # a stale lease is 409 LeaseLost
         raise Conflict(
             f"job {job_id}: no complete, verified output was uploaded under this lease; "
             "upload it before completing"
         )
-    path = board.storage.local_path(staged)
     try:
-        info = await asyncio.to_thread(probe, path, label=f"output of job {job_id}")
-    except ProbeError as exc:
-        raise BadRequest(f"the uploaded output is not a readable video: {exc.message}") from None
+        info = read_mp4(board.storage.local_path(staged))
+    except Mp4Error as exc:
+        raise BadRequest(
+            f"the uploaded output of job {job_id} is not a readable MP4: {exc}"
+        ) from None
     if not info.has_video or not info.duration_s:
         raise BadRequest(f"the uploaded output of job {job_id} has no video stream")
     thumb = thumb_key(job_id, done.lease_token)
