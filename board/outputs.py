@@ -206,7 +206,7 @@ async def complete_job(board: BoardState, job_id: str, done: Complete) -> None:
         info = read_mp4(board.storage.local_path(staged))
     except Mp4Error as exc:
         raise BadRequest(
-            f"the uploaded output of job {job_id} is not a readable MP4: {exc}"
+            f"the uploaded output of job {job_id} is not a readable video (MP4): {exc}"
         ) from None
     if not info.has_video or not info.duration_s:
         raise BadRequest(f"the uploaded output of job {job_id} has no video stream")
