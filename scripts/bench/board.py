@@ -26,10 +26,8 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from farmproc import BenchBoard
+from farmproc import CAPS, BenchBoard
 from loadgen import Connection, Latencies, timed
-
-CAPS = {"encoders": ["libx264", "libx265", "libsvtav1"], "cores": 8, "slots": 1}
 
 
 def tiny_mp4() -> bytes:

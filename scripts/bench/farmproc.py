@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+# what a benchmark farmhand says it can do
+CAPS = {"encoders": ["libx264", "libx265", "libsvtav1"], "cores": 8, "slots": 1}
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 
 
