@@ -120,7 +120,7 @@ def _read_meta(board: BoardState, part: str) -> dict | None:
 
 
 def _write_meta(board: BoardState, part: str, sha: str, size: int) -> None:
-    board.storage.local_path(part + ".json").write_text(json.dumps({"sha256": sha, "size": size}))
+    board.storage.write_note(part + ".json", json.dumps({"sha256": sha, "size": size}))
 
 
 def _discard(board: BoardState, part: str) -> None:
@@ -172,8 +172,10 @@ async def receive_output(
                 f"declared {sha}; upload again from byte 0"
             )
         staged = staged_key(job_id, lease_token)
+        # The note first: a staged file is never without it, even when the disk fills (507;
+        # the whole part stays, and the farmhand's retry stages it).
+        storage.write_note(staged + ".json", json.dumps({"sha256": sha, "size": total}))
         storage.move_in(storage.local_path(part), staged)
-        storage.local_path(staged + ".json").write_text(json.dumps({"sha256": sha, "size": total}))
         storage.delete(part + ".json")
     _locks.pop(part, None)
     return UploadStatus(received=total, size=total, complete=True)

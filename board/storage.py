@@ -67,6 +67,10 @@ class Storage(ABC):
         """Size of ``key`` in bytes."""
 
     @abstractmethod
+    def write_note(self, key: str, text: str) -> None:
+        """Store a small text (a checksum note) under ``key`` whole, or not at all."""
+
+    @abstractmethod
     def delete(self, key: str) -> None:
         """Remove ``key`` (no error when absent)."""
 
@@ -135,9 +139,27 @@ class LocalStorage(Storage):
 
     def move_in(self, src: Path, key: str) -> Path:
         dest = self.local_path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(src, dest)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dest)
+        except OSError as exc:
+            if _disk_full(exc):  # a new folder needs room too
+                raise InsufficientStorage("the board's disk is full; try again later") from exc
+            raise
         return dest
+
+    def write_note(self, key: str, text: str) -> None:
+        """Write a small text file whole; on a full disk nothing is left and InsufficientStorage
+        is raised (507, like every other write), never a bare OSError (500)."""
+        path = self.local_path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            if _disk_full(exc):
+                raise InsufficientStorage("the board's disk is full; try again later") from exc
+            raise
 
     async def append(self, key: str, chunks: AsyncIterable[bytes], *, max_total: int) -> int:
         """Append a stream to a partial upload and return its new size. What arrived before a
