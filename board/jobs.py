@@ -37,6 +37,7 @@ from wire import (
 )
 
 PAGE_MAX = 500
+BATCH_CHUNK = 25  # jobs per unit of work in a batch submit
 
 
 def _roles(compilation: Compilation) -> list[tuple[str, Source, str]]:
@@ -209,15 +210,15 @@ async def submit(board: BoardState, who: Principal, job: SubmitJob) -> tuple[Job
 
 
 async def submit_batch(board: BoardState, who: Principal, batch: list[SubmitJob]) -> BatchResult:
-    """Submit many jobs in one request; each item succeeds or fails on its own. All new jobs are
-    written in one transaction per item group, so a bad item never leaves a half-written one."""
+    """Submit many jobs in one request; each item succeeds or fails on its own (each in its own
+    savepoint, so a bad item never leaves a half-written one)."""
     _need_submitter(who)
     now = time.time()
     items: list[BatchItem] = []
     created_ids: list[tuple[int, str, bool]] = []
 
-    def unit(conn: Connection) -> None:
-        for index, job in enumerate(batch):
+    def unit(conn: Connection, chunk: list[tuple[int, SubmitJob]]) -> None:
+        for index, job in chunk:
             try:
                 with conn.begin_nested():
                     job_id, created = _insert_job(board, conn, who, job, now)
@@ -235,7 +236,12 @@ async def submit_batch(board: BoardState, who: Principal, batch: list[SubmitJob]
                 except Conflict as exc:
                     items.append(BatchItem(index=index, status=exc.status, error=exc.message))
 
-    await board.db.transact(unit)
+    # In chunks: a 500-job batch in one unit would hold the writer (and every claim and
+    # heartbeat queued behind it) for the whole batch.
+    numbered = list(enumerate(batch))
+    for start in range(0, len(numbered), BATCH_CHUNK):
+        chunk = numbered[start : start + BATCH_CHUNK]
+        await board.db.transact(lambda conn, chunk=chunk: unit(conn, chunk))
     views = await _views(board, [job_id for _, job_id, _ in created_ids])
     for index, job_id, created in created_ids:
         items.append(BatchItem(index=index, status=201 if created else 200, job=views[job_id]))

@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,30 +24,8 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from farmproc import CAPS, BenchBoard
+from farmproc import CAPS, BenchBoard, tiny_mp4
 from loadgen import Connection, Latencies, timed
-
-
-def tiny_mp4() -> bytes:
-    path = Path(tempfile.mkdtemp()) / "tiny.mp4"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-loglevel",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=64x64:rate=10:duration=0.5",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            str(path),
-        ],
-        check=True,
-    )
-    return path.read_bytes()
 
 
 def submit(board: BenchBoard, token: str, n: int) -> None:

@@ -106,3 +106,25 @@ class BenchBoard:
             self.proc.kill()
         if self.pg_name:
             _pg(self.pg_base, f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
+
+
+def tiny_mp4() -> bytes:
+    path = Path(tempfile.mkdtemp()) / "tiny.mp4"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=64x64:rate=10:duration=0.5",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            str(path),
+        ],
+        check=True,
+    )
+    return path.read_bytes()
