@@ -154,7 +154,8 @@ def test_a_full_disk_refuses_uploads_cleanly_and_the_upload_goes_through_later(
                     "thumbnail 507"], resumed_from=held["received"], lost=0)  # fmt: skip
 
 
-def test_a_farmhand_rides_out_a_full_board_disk(full_board, media_dir, tmp_path):
+@pytest.mark.parametrize("run", range(int(os.environ.get("CLIPFARM_FAULT_RUNS", "1"))))
+def test_a_farmhand_rides_out_a_full_board_disk(full_board, media_dir, tmp_path, run):
     """A real farmhand renders, finds the board's disk full at upload, keeps its lease and keeps
     trying; once space is freed its upload goes through and the job succeeds once."""
     board, disk = full_board
@@ -183,5 +184,5 @@ def test_a_farmhand_rides_out_a_full_board_disk(full_board, media_dir, tmp_path)
     wait_for(lambda: storage_files(board, "uploads") == [], 10, what="the janitor")
     committed = [f for f in storage_files(board, "outputs") if f.startswith(job)]
     assert len([f for f in committed if f.endswith(".mp4")]) == 1, committed
-    record("disk-full-farmhand", tmpfs_mb=TMPFS_MB, full_for_s=4, attempts=done["attempts"],
+    record("disk-full-farmhand", run=run, tmpfs_mb=TMPFS_MB, full_for_s=4, attempts=done["attempts"],
            outcome=done["state"], lost=0, doubled=0)  # fmt: skip

@@ -174,7 +174,7 @@ def test_the_farmhands_own_upload_resumes_through_cuts(
     rng = random.Random(f"client-{run}")
     path = heavy_clips[run % len(heavy_clips)]
     size = path.stat().st_size
-    proxy = ThrottledProxy(upload_board.port, rate=2_000_000)
+    proxy = ThrottledProxy(upload_board.port, up_rate=2_000_000)
     thresholds = sorted(rng.sample(range(size // 20, size - size // 20), CUTS - 1))
     stop = threading.Event()
 

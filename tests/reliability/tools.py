@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -33,14 +34,17 @@ def record(kind: str, **figures) -> None:
 
 
 class ThrottledProxy(CuttableProxy):
-    """A CuttableProxy that also limits each connection to ``rate`` bytes/s in each direction
-    (a slow home uplink), and counts the bytes it carried each way."""
+    """A CuttableProxy that also limits each connection to ``up_rate`` bytes/s towards the board
+    and ``down_rate`` back (a slow home line), counts the bytes it carried each way, and notes
+    each request line with the status that answered it (``exchanges``: time, request, status)."""
 
-    def __init__(self, target_port: int, rate: float) -> None:
-        self.rate = rate
+    def __init__(self, target_port: int, up_rate: float, down_rate: float | None = None) -> None:
+        self.rates = {True: up_rate, False: down_rate or up_rate}
         self.up = 0  # farmhand → board
         self.down = 0  # board → farmhand
         self.severed = 0
+        self.exchanges: list[tuple[float, str, int]] = []
+        self._asked: dict[int, list[str]] = {}
         self._count_lock = threading.Lock()
         super().__init__(target_port)
 
@@ -48,25 +52,37 @@ class ThrottledProxy(CuttableProxy):
         self.severed += 1
         super().sever()
 
+    def _note(self, upstream: bool, client: socket.socket, data: bytes) -> None:
+        with self._count_lock:
+            if upstream:
+                self.up += len(data)
+                self._asked.setdefault(id(client), []).extend(
+                    m.decode() for m in _REQUEST_LINE.findall(data)
+                )
+            else:
+                self.down += len(data)
+                for status in _STATUS_LINE.findall(data):
+                    asked = self._asked.get(id(client)) or ["?"]
+                    self.exchanges.append((time.monotonic(), asked.pop(0), int(status)))
+
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        upstream = src.getpeername()[1] != self.target_port  # bytes from the farmhand's side
-        block = max(1024, int(self.rate / 20))
-        started, carried = time.monotonic(), 0
+        try:
+            upstream = src.getpeername()[1] != self.target_port  # bytes from the farmhand
+        except OSError:
+            return
+        client = src if upstream else dst
+        rate = self.rates[upstream]
+        block = max(1024, int(rate / 20))
         try:
             while not self.cut.is_set():
                 data = src.recv(block)
                 if not data:
                     break
+                sent_at = time.monotonic()
                 dst.sendall(data)
-                carried += len(data)
-                with self._count_lock:
-                    if upstream:
-                        self.up += len(data)
-                    else:
-                        self.down += len(data)
-                ahead = carried / self.rate - (time.monotonic() - started)
-                if ahead > 0:
-                    time.sleep(ahead)
+                self._note(upstream, client, data)
+                # no credit for idle time: a keep-alive connection gets no burst
+                time.sleep(max(0.0, len(data) / rate - (time.monotonic() - sent_at)))
         except OSError:
             pass
         finally:
@@ -75,6 +91,10 @@ class ThrottledProxy(CuttableProxy):
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+
+_REQUEST_LINE = re.compile(rb"((?:GET|PUT|POST|DELETE) /\S+) HTTP/1\.1\r\n")
+_STATUS_LINE = re.compile(rb"HTTP/1\.1 (\d{3}) ")
 
 
 def raw_request(
