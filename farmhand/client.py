@@ -40,6 +40,7 @@ from wire import (
     JobContext,
     Release,
     UploadStatus,
+    error_detail,
 )
 
 log = logging.getLogger("farmhand.client")
@@ -67,13 +68,7 @@ class _Retry(Exception):
 
 
 def _detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:500] or response.reason_phrase
-    if isinstance(body, dict) and "detail" in body:
-        return str(body["detail"])
-    return str(body)[:500]
+    return error_detail(response.content, response.reason_phrase)
 
 
 def sha256_of(path: Path) -> str:

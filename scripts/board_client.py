@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from wire import API, BatchResult, JobPage, JobView, MediaView
+from wire import API, BatchResult, JobPage, JobView, MediaView, error_detail
 
 CHUNK = 1024 * 1024
 RETRY_WAITS_S = (1.0, 2.0, 4.0, 8.0)
@@ -47,13 +47,7 @@ def _hint(status: int) -> str:
 
 
 def _detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:500] or response.reason_phrase
-    if isinstance(body, dict) and "detail" in body:
-        return str(body["detail"])
-    return str(body)[:500]
+    return error_detail(response.content, response.reason_phrase)
 
 
 class BoardClient:

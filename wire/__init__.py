@@ -336,6 +336,18 @@ class SubmitterView(WireStruct):
     storage_bytes: int = 0
 
 
+def error_detail(body: bytes, fallback: str = "") -> str:
+    """The message of a board error answer (``{"status_code": ..., "detail": ...}``), else the
+    start of whatever the body is; for clients to show people."""
+    try:
+        decoded = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return body[:500].decode("utf-8", "replace") or fallback
+    if isinstance(decoded, dict) and "detail" in decoded:
+        return str(decoded["detail"])
+    return str(decoded)[:500]
+
+
 def encode(obj: object) -> bytes:
     """JSON-encode a wire struct."""
     return msgspec.json.encode(obj)
