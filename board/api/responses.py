@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar.openapi import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import HeaderParameter
 
 from wire import LEASE_HEADER, UPLOAD_SHA256_HEADER, UPLOAD_SIZE_HEADER
 
@@ -32,21 +32,26 @@ WHY = {
 # Headers some routes read. Declared optional and as plain strings: the route itself says what is
 # wrong with a missing or malformed one (400), after the lease check where there is one (409).
 LeaseHeader = Annotated[
-    str | None, Parameter(header=LEASE_HEADER, description="The lease_token of the held job")
+    str | None, HeaderParameter(name=LEASE_HEADER, description="The lease_token of the held job")
 ]
 RangeHeader = Annotated[
-    str | None, Parameter(header="range", description="One byte range: bytes=START-[END]")
+    str | None, HeaderParameter(name="range", description="One byte range: bytes=START-[END]")
 ]
 Sha256Header = Annotated[
     str | None,
-    Parameter(header=UPLOAD_SHA256_HEADER, description="sha256 of the whole file, 64 hex digits"),
+    HeaderParameter(
+        name=UPLOAD_SHA256_HEADER, description="sha256 of the whole file, 64 hex digits"
+    ),
 ]
 SizeHeader = Annotated[
-    str | None, Parameter(header=UPLOAD_SIZE_HEADER, description="Size of the whole file in bytes")
+    str | None,
+    HeaderParameter(name=UPLOAD_SIZE_HEADER, description="Size of the whole file in bytes"),
 ]
 ContentRangeHeader = Annotated[
     str | None,
-    Parameter(header="content-range", description="Where this body goes: bytes START-END/TOTAL"),
+    HeaderParameter(
+        name="content-range", description="Where this body goes: bytes START-END/TOTAL"
+    ),
 ]
 
 

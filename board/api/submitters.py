@@ -8,7 +8,7 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter
 from litestar.response import ServerSentEvent
 
 from board import jobs as job_service
@@ -230,7 +230,7 @@ class MediaController(Controller):
         request: Request,
         board: BoardState,
         filename: str | None = None,
-        x_filename: Annotated[str | None, Parameter(header="x-filename")] = None,
+        x_filename: Annotated[str | None, HeaderParameter(name="x-filename")] = None,
     ) -> Response[MediaView]:
         name = filename or x_filename
         view, created = await upload_media(
