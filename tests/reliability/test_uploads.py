@@ -175,11 +175,14 @@ def test_the_farmhands_own_upload_resumes_through_cuts(
     path = heavy_clips[run % len(heavy_clips)]
     size = path.stat().st_size
     proxy = ThrottledProxy(upload_board.port, up_rate=2_000_000)
-    thresholds = sorted(rng.sample(range(size // 20, size - size // 20), CUTS - 1))
+    # one cut in the middle half of each third of the body: cuts far enough apart that each
+    # lands in its own PUT
+    width = (size - size // 10) // (CUTS - 1)
+    thresholds = [int(size // 20 + width * (k + rng.uniform(0.25, 0.75))) for k in range(CUTS - 1)]
     stop = threading.Event()
 
     def cutter() -> None:
-        for mark in thresholds:  # sever once the proxy carried `mark` more bytes upstream
+        for mark in thresholds:  # sever once `mark` bytes went upstream in all
             while proxy.up < mark and not stop.is_set():
                 time.sleep(0.002)
             if stop.is_set():
@@ -214,11 +217,12 @@ def test_the_farmhands_own_upload_resumes_through_cuts(
     finally:
         stop.set()
         thread.join()
+        cuts = proxy.severed
         proxy.close()
     starts = [int(p.split()[1].split("-")[0]) for p in puts]
-    assert proxy.severed >= 1 and len(puts) >= 2, (proxy.severed, puts)
+    assert cuts == len(thresholds) and len(puts) == cuts + 1, (cuts, puts)
     assert starts == sorted(starts) and starts[-1] > 0, f"a resume went back: {puts}"
     assert held.complete().status_code == 200
     assert sha256_of(committed_output(held)) == sha256_of(path.read_bytes())
-    record("upload-client-cut", run=run, size=size, cuts=proxy.severed, puts=puts,
+    record("upload-client-cut", run=run, size=size, cuts=cuts, puts=puts,
            verified=True, lost=0)  # fmt: skip
