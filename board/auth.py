@@ -44,34 +44,6 @@ def new_token() -> str:
     return "cf_" + secrets.token_urlsafe(32)
 
 
-TOKEN_CACHE_S = 1.0
-
-
-class TokenCache:
-    """Principals by token hash for ``TOKEN_CACHE_S``: every request is authenticated, and a
-    database read per request is the largest share of a heartbeat's cost. A revoke made through
-    this process clears it at once; one made by another process (the CLI, another board) is seen
-    within ``TOKEN_CACHE_S``."""
-
-    def __init__(self, ttl_s: float = TOKEN_CACHE_S) -> None:
-        self.ttl_s = ttl_s
-        self._entries: dict[str, tuple[float, Principal | None]] = {}
-
-    def get(self, token_hash: str) -> tuple[bool, Principal | None]:
-        entry = self._entries.get(token_hash)
-        if entry is None or entry[0] < time.monotonic():
-            return False, None
-        return True, entry[1]
-
-    def put(self, token_hash: str, principal: Principal | None) -> None:
-        if len(self._entries) > 10_000:
-            self._entries.clear()
-        self._entries[token_hash] = (time.monotonic() + self.ttl_s, principal)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-
 def ensure_submitter(conn: Connection, name: str) -> int:
     """The submitter called ``name``, created without limits if new."""
     found = conn.execute(select(submitters.c.id).where(submitters.c.name == name)).first()
@@ -109,7 +81,7 @@ async def create_token(db: Database, *, role: str, name: str) -> str:
     return token
 
 
-async def revoke_token(db: Database, name: str, cache: TokenCache | None = None) -> None:
+async def revoke_token(db: Database, name: str) -> None:
     def unit(conn: Connection) -> None:
         result = conn.execute(
             update(tokens)
@@ -120,21 +92,14 @@ async def revoke_token(db: Database, name: str, cache: TokenCache | None = None)
             raise NotFound(f"no active token named {name!r}")
 
     await db.transact(unit)
-    if cache is not None:
-        cache.clear()
 
 
-async def authenticate(
-    db: Database, token: str, cache: TokenCache | None = None
-) -> Principal | None:
-    """The principal for a bearer token, or None when unknown or revoked."""
+async def authenticate(db: Database, token: str) -> Principal | None:
+    """The principal for a bearer token, or None when unknown or revoked. Read on every request
+    (one indexed lookup), so a revoke takes effect at once on every board process."""
     if not token or len(token) > 200:
         return None
     digest = hash_token(token)
-    if cache is not None:
-        known, principal = cache.get(digest)
-        if known:
-            return principal
 
     def lookup(conn: Connection) -> Principal | None:
         row = conn.execute(
@@ -148,7 +113,4 @@ async def authenticate(
             token_id=row.id, name=row.name, role=row.role, submitter_id=row.submitter_id
         )
 
-    principal = await db.query(lookup)
-    if cache is not None:
-        cache.put(digest, principal)
-    return principal
+    return await db.query(lookup)

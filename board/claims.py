@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import secrets
 import time
 from datetime import UTC, datetime
 
@@ -45,7 +44,7 @@ from sqlalchemy.engine import Connection
 from board import lifecycle
 from board.errors import Forbidden
 from board.farm import upsert_farmhand
-from board.lifecycle import record_event, release_forgotten_claims
+from board.lifecycle import new_lease_token, record_event, release_forgotten_claims
 from board.matching import CODECS, Skills, can_take, skills_of
 from board.models import attempts, farmhands, job_tags, jobs
 from board.notify import wait_armed
@@ -145,10 +144,11 @@ def _take(
     farmhand_name: str,
     lease_s: float,
     now: float,
+    token_id: int,
 ) -> tuple[str, float] | None:
     """Give the job to the farmhand under a new lease; (lease token, expiry), or None when the
     job is no longer queued."""
-    lease_token = secrets.token_urlsafe(24)
+    lease_token = new_lease_token(token_id)
     expires = now + lease_s
     attempt = row.attempts + 1
     result = conn.execute(
@@ -191,6 +191,7 @@ async def _try_claim(
     farmhand_id: int,
     farmhand_name: str,
     skills: Skills,
+    token_id: int,
 ) -> Claim | None:
     config = board.config
     now = time.time()
@@ -212,7 +213,7 @@ async def _try_claim(
                     continue
                 if not _lock_candidate(is_sqlite, conn, row.id):
                     continue
-                taken = _take(conn, row, farmhand_id, farmhand_name, config.lease_s, now)
+                taken = _take(conn, row, farmhand_id, farmhand_name, config.lease_s, now, token_id)
                 if taken is not None:
                     return (row.id, *taken)
             if len(rows) < CANDIDATES:
@@ -290,7 +291,7 @@ async def claim(
         if may_claim:
             # Arm the wake-up before looking, so a submit between the look and the wait is seen.
             armed = board.feed.work.arm()
-            found = await _try_claim(board, me.farmhand_id, request.farmhand, skills)
+            found = await _try_claim(board, me.farmhand_id, request.farmhand, skills, token_id)
             if found is not None:
                 if gone.is_set():  # hung up while we claimed: nobody will run it
                     await lifecycle.release(

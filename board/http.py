@@ -44,7 +44,7 @@ class TokenAuth(AbstractAuthenticationMiddleware):
                     "(create one with `board token create`)"
                 )
         board: BoardState = connection.app.state.board
-        principal = await authenticate(board.db, token, board.tokens)
+        principal = await authenticate(board.db, token)
         if principal is None:
             raise NotAuthorizedException("unknown or revoked token")
         if via == "cookie":

@@ -13,6 +13,7 @@ max attempts, quarantine) is decided here and nowhere else.
 from __future__ import annotations
 
 import random
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -88,6 +89,16 @@ def record_event(
             "message": message[:2000],
         },
     )
+
+
+def new_lease_token(token_id: int) -> str:
+    """A fresh lease: random, and bound to the farmhand token that claimed (``<random>.<id>``),
+    so another farmhand token holding a leaked lease still cannot act on the job."""
+    return f"{secrets.token_urlsafe(24)}.{token_id}"
+
+
+def lease_issued_to(lease_token: str, token_id: int) -> bool:
+    return lease_token.rsplit(".", 1)[-1] == str(token_id)
 
 
 def retry_delay(config, attempt: int) -> float:

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 import msgspec
 from sqlalchemy import select
 
-from board.auth import TokenCache
 from board.config import BoardConfig
 from board.db import Database
 from board.matching import Skills, skills_of
@@ -81,7 +80,6 @@ class BoardState:
     storage: Storage
     feed: JobFeed = field(default_factory=JobFeed)
     metrics: Metrics = field(default_factory=Metrics)
-    tokens: TokenCache = field(default_factory=TokenCache)
     online: OnlineFarm = field(default_factory=OnlineFarm)
     check_ins: dict[str, CheckIn] = field(default_factory=dict)
     unacknowledged: Unacknowledged = field(default_factory=Unacknowledged)

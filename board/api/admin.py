@@ -48,7 +48,7 @@ class AdminController(Controller):
         "/tokens/{name:str}", status_code=204, summary="Revoke a token", responses=errors(400, 404)
     )
     async def revoke_token(self, board: BoardState, name: str) -> None:
-        await revoke_token(board.db, name, board.tokens)
+        await revoke_token(board.db, name)
 
     @get(
         "/farmhands",

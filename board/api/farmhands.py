@@ -19,7 +19,7 @@ from board.api.responses import (
     also,
     errors,
 )
-from board.errors import BadRequest
+from board.errors import BadRequest, LeaseLost
 from board.farm import report_status
 from board.http import body_chunks, requires
 from board.jobs import job_context
@@ -44,6 +44,17 @@ from wire import (
 SMALL_BODY = 256 * 1024
 
 
+def own_lease(request: Request, job_id: str, lease: str | None) -> None:
+    """409 when a farmhand presents a lease issued to another farmhand token (a leaked lease is
+    no key to someone else's job)."""
+    if (
+        lease
+        and request.user.role == "farmhand"
+        and not lifecycle.lease_issued_to(lease, request.user.token_id)
+    ):
+        raise LeaseLost(job_id, "that lease was issued to another farmhand token")
+
+
 async def fenced_body(
     request: Request, board: BoardState, job_id: str, type_: type, *, cancelled_ok: bool = False
 ) -> Any:
@@ -57,6 +68,7 @@ async def fenced_body(
         raise BadRequest(f"body is not valid JSON: {exc}") from None
     if not isinstance(loose, dict) or not isinstance(loose.get("lease_token"), str):
         raise BadRequest("body must be a JSON object with a string `lease_token`")
+    own_lease(request, job_id, loose["lease_token"])
     try:
         return msgspec.convert(loose, type_)
     except msgspec.ValidationError as exc:
@@ -120,10 +132,11 @@ class FarmhandController(Controller):
         responses=errors(400, 409),
     )
     async def context(
-        self, board: BoardState, job_id: str, lease: LeaseHeader = None
+        self, request: Request, board: BoardState, job_id: str, lease: LeaseHeader = None
     ) -> JobContext:
         if not lease:
             raise BadRequest(f"{LEASE_HEADER} header missing")
+        own_lease(request, job_id, lease)
         return await job_context(board, job_id, lease)
 
     @post(
@@ -155,6 +168,7 @@ class FarmhandController(Controller):
         size: SizeHeader = None,
         content_range: ContentRangeHeader = None,
     ) -> UploadStatus:
+        own_lease(request, job_id, lease)
         return await receive_output(
             board, job_id, lease_token=lease, sha256=sha256, size=size,
             content_range=content_range, chunks=body_chunks(request),
@@ -166,8 +180,9 @@ class FarmhandController(Controller):
         responses=errors(400, 409),
     )
     async def output_status(
-        self, board: BoardState, job_id: str, lease: LeaseHeader = None
+        self, request: Request, board: BoardState, job_id: str, lease: LeaseHeader = None
     ) -> UploadStatus:
+        own_lease(request, job_id, lease)
         return await upload_status(board, job_id, lease)
 
     @put(
@@ -180,6 +195,7 @@ class FarmhandController(Controller):
     async def put_thumbnail(
         self, request: Request, board: BoardState, job_id: str, lease: LeaseHeader = None
     ) -> None:
+        own_lease(request, job_id, lease)
         await receive_thumbnail(board, job_id, lease, body_chunks(request))
 
     @post(

@@ -271,6 +271,8 @@ class MediaController(Controller):
     ) -> Response:
         who: Principal = request.user
         if who.role == "farmhand":
+            if lease and not lifecycle.lease_issued_to(lease, who.token_id):
+                raise NotFound(f"no media {media_id} for the job this lease holds")
             row = await media_for_farmhand(board, media_id, lease)
         else:
             row = await get_media(board, who, media_id)

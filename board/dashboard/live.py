@@ -72,7 +72,7 @@ async def _stream(
     sent_at = time.monotonic()
     while True:
         changed = board.feed.any_change.arm()  # armed before reading: no change slips by
-        current = await authenticate(board.db, token, board.tokens)
+        current = await authenticate(board.db, token)
         if current is None or current.role not in DASHBOARD_ROLES:
             yield ServerSentEventMessage(event="signed-out", data="{}")
             return

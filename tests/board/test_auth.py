@@ -181,6 +181,19 @@ def test_another_farmhand_cannot_use_a_lease_it_was_not_given(world: World):
     assert r.status_code == 404
 
 
+def test_a_leaked_lease_is_no_key_for_another_farmhand_token(world: World):
+    intruder = Farmhand(world.board)
+    leaked = Lease(intruder, world.held, world.lease.token, 10)  # the real, valid lease
+    r = leaked.heartbeat()
+    assert r.status_code == 409 and "another farmhand token" in r.json()["detail"]
+    assert leaked.context().status_code == 409
+    assert leaked.upload_status().status_code == 409
+    r = intruder.http.get(f"{API}/media/{world.media}/content",
+                          headers={"X-Lease-Token": world.lease.token})  # fmt: skip
+    assert r.status_code == 404
+    assert world.lease.heartbeat().status_code == 200  # the rightful holder is unaffected
+
+
 def test_a_farmhand_name_belongs_to_its_token(world: World):
     owner = Farmhand(world.board)
     assert owner.report_status().status_code == 200

@@ -10,7 +10,6 @@ import os
 import re
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,15 +182,11 @@ def second_process(board: RunningBoard) -> RunningBoard:
 
 
 def test_a_revoked_token_is_refused_at_once(board_factory, media_dir, engine):
-    """The board process that revokes a token refuses it on the very next request. Another
-    process (a second board on the same database, or the board after `board token revoke` ran
-    beside it) may trust its token cache for ``board.auth.TOKEN_CACHE_S`` more: measured, and
-    held to that bound."""
-    from board.auth import TOKEN_CACHE_S
-
+    """Every board process refuses a revoked token on the very next request: the one that
+    revoked it, a second board on the same database, and the board after `board token revoke`
+    ran beside it."""
     board = board_factory(BOARD_LEASE_S="3", BOARD_HEARTBEAT_S="1")
     other = second_process(board)
-    delays: list[float] = []
     try:
         cases = 0
         for role, how in [("admin", "api"), ("submitter", "api"), ("farmhand", "api"),
@@ -212,17 +207,11 @@ def test_a_revoked_token_is_refused_at_once(board_factory, media_dir, engine):
             else:
                 with revoker.admin() as admin:
                     assert admin.delete(f"{API}/tokens/{name}").status_code == 204
-            revoked_at = time.monotonic()
             for b in (board, other):
                 with b.client(token) as c:
-                    while (r := c.request(method, API + path, json=body)).status_code == 200:
-                        assert b is not revoker, f"{b.url} admitted a token it revoked"
-                        time.sleep(0.02)
-                assert r.status_code == 401, (role, how, b.url, r.status_code, r.text)
+                    r = c.request(method, API + path, json=body)
+                assert r.status_code == 401, (role, how, b.url, revoker, r.status_code, r.text)
                 assert r.json()["detail"] == "unknown or revoked token"
-                if b is not revoker:
-                    delays.append(time.monotonic() - revoked_at)
-                    assert delays[-1] <= TOKEN_CACHE_S + 1.0, (role, how, delays[-1])
             cases += 1
         # A farmhand revoked while it holds a job: shut out at once, and the job is not lost.
         alice = Submitter(board)
@@ -242,8 +231,7 @@ def test_a_revoked_token_is_refused_at_once(board_factory, media_dir, engine):
         assert alice.job(job)["state"] == "succeeded"
     finally:
         other.stop()
-    record("access-revoke", engine=engine, revocations=cases + 1, same_process_admitted=0,
-           other_process_max_delay_s=round(max(delays), 3), cache_s=TOKEN_CACHE_S)  # fmt: skip
+    record("access-revoke", engine=engine, revocations=cases + 1, admitted_after_revoke=0)
 
 
 # ---------------------------------------------------------------- path traversal
