@@ -101,19 +101,11 @@ def _better_left_to_others(
     )
 
 
-def _lock_candidate(is_sqlite: bool, conn: Connection, job_id: str) -> bool:
-    """Lock one candidate row for this claim. On PostgreSQL, a row another claimer is taking
-    is skipped rather than waited for (and only the row we take is locked, so concurrent
-    claimers never find the queue spuriously empty); on SQLite ``BEGIN IMMEDIATE`` already made
-    this transaction the only writer."""
-    if is_sqlite:
-        return True
-    locked = conn.execute(
-        select(jobs.c.id)
-        .where(jobs.c.id == job_id, jobs.c.state == "queued")
-        .with_for_update(skip_locked=True)
-    )
-    return locked.first() is not None
+def _locked_query(query, passed: tuple[str, ...]):
+    """The first claimable row not locked by another claimer (and not one we passed over)."""
+    if passed:
+        query = query.where(jobs.c.id.not_in(passed))
+    return query.limit(1).with_for_update(skip_locked=True, of=jobs)
 
 
 @functools.lru_cache(maxsize=256)
@@ -205,13 +197,17 @@ async def _try_claim(
         state = conn.execute(FARMHAND_STATE, {"b_id": farmhand_id}).scalar()
         if state != "active":
             return None
+        if is_sqlite:
+            return take_first_fit(conn)
+        return take_first_unlocked(conn)
+
+    def take_first_fit(conn: Connection) -> tuple[str, str, float] | None:
+        # SQLite: BEGIN IMMEDIATE made this transaction the only writer; page down the queue.
         offset = 0
         while True:
             rows = conn.execute(query.offset(offset) if offset else query, binds).all()
             for row in rows:
                 if _better_left_to_others(conn, row, farmhand_id, online):
-                    continue
-                if not _lock_candidate(is_sqlite, conn, row.id):
                     continue
                 taken = _take(conn, row, farmhand_id, farmhand_name, config.lease_s, now, token_id)
                 if taken is not None:
@@ -219,6 +215,23 @@ async def _try_claim(
             if len(rows) < CANDIDATES:
                 return None
             offset += CANDIDATES  # every one skipped: look further down the queue
+
+    def take_first_unlocked(conn: Connection) -> tuple[str, str, float] | None:
+        # PostgreSQL: lock exactly one row, skipping rows other claimers hold, so concurrent
+        # claimers neither wait on each other nor find the queue spuriously empty.
+        passed: list[str] = []
+        while True:
+            locked = _locked_query(query, tuple(passed))
+            row = conn.execute(locked, binds).first()
+            if row is None:
+                return None
+            if _better_left_to_others(conn, row, farmhand_id, online):
+                passed.append(row.id)
+                continue
+            taken = _take(conn, row, farmhand_id, farmhand_name, config.lease_s, now, token_id)
+            if taken is not None:
+                return (row.id, *taken)
+            passed.append(row.id)
 
     found = await board.db.transact(take_best)
     if found is None:
