@@ -57,7 +57,7 @@ GRACE_CUT = bindparam("grace_cut", type_=Float)
 TAKE = update(jobs).where(jobs.c.id == bindparam("b_id"), jobs.c.state == "queued")
 INSERT_ATTEMPT = insert(attempts)
 FARMHAND_STATE = select(farmhands.c.state).where(farmhands.c.id == bindparam("b_id"))
-RECHECK_S = 1.0  # long-poll re-check for work signalled by other processes or `not_before`
+RECHECK_S = 1.0  # how often a paused farmhand's long-poll looks whether it was resumed
 
 
 def _eligible(skills: Skills, gpu_codecs: frozenset[str]):
@@ -278,7 +278,7 @@ async def _check_in(board: BoardState, request: ClaimRequest, token_id: int) -> 
         board.unacknowledged.ack(job_id)
         board.feed.job_changed(job_id)
     if forgotten:
-        board.feed.work_available()
+        board.feed.work_available(len(forgotten))
     checked = CheckIn(farmhand_id=me.id, token_id=token_id, capabilities=caps, state=me.state,
                       state_reason=me.state_reason, at=now)  # fmt: skip
     board.check_ins[request.farmhand] = checked
@@ -301,34 +301,36 @@ async def claim(
     deadline = started + request.wait_s
     may_claim = me.state == "active"
     while not gone.is_set():
-        if may_claim:
-            # Arm the wake-up before looking, so a submit between the look and the wait is seen.
-            armed = board.feed.work.arm()
-            found = await _try_claim(board, me.farmhand_id, request.farmhand, skills, token_id)
-            if found is not None:
-                if gone.is_set():  # hung up while we claimed: nobody will run it
-                    await lifecycle.release(
-                        board,
-                        found.job_id,
-                        Release(lease_token=found.lease_token, reason="the farmhand hung up"),
-                    )
-                    return None
-                board.unacknowledged.add(request.farmhand, found.job_id)
-                board.metrics.claim_latency.observe(time.monotonic() - started)
-                return found
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
-        if may_claim:
-            await _first(wait_armed(armed, min(left, RECHECK_S)), gone.wait())
-        else:
-            await asyncio.sleep(min(left, RECHECK_S))
-            state = await board.db.query(
-                lambda conn: conn.execute(
-                    select(farmhands.c.state).where(farmhands.c.id == me.farmhand_id)
-                ).scalar()
-            )
-            may_claim = state == "active"
+        armed = board.feed.work.arm() if may_claim else None
+        try:
+            if may_claim:
+                # Queued for a wake-up *before* looking, so a submit in between is not missed.
+                found = await _try_claim(board, me.farmhand_id, request.farmhand, skills, token_id)
+                if found is not None:
+                    if gone.is_set():  # hung up while we claimed: nobody will run it
+                        await lifecycle.release(
+                            board,
+                            found.job_id,
+                            Release(lease_token=found.lease_token, reason="the farmhand hung up"),
+                        )
+                        return None
+                    board.unacknowledged.add(request.farmhand, found.job_id)
+                    board.metrics.claim_latency.observe(time.monotonic() - started)
+                    return found
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            if armed is not None:
+                await _first(wait_armed(armed, left), gone.wait())
+                continue
+        finally:
+            if armed is not None:
+                board.feed.work.leave(armed)
+        await asyncio.sleep(min(left, RECHECK_S))
+        state = await board.db.query(
+            lambda conn: conn.execute(FARMHAND_STATE, {"b_id": me.farmhand_id}).scalar()
+        )
+        may_claim = state == "active"
     return None
 
 

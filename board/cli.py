@@ -34,6 +34,8 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=args.access_log,
         timeout_graceful_shutdown=5,
+        # farmhands call every few seconds: keep their connections rather than redo TCP each time
+        timeout_keep_alive=65,
     )
     return 0
 

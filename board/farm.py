@@ -139,7 +139,7 @@ async def set_farmhand_state(
     board.online.at = 0.0
     board.feed.any_change.fire()
     if state == "active":
-        board.feed.work_available()
+        board.feed.work.wake_all()
     for view in await list_farmhands(board):
         if view.name == name:
             return view

@@ -248,7 +248,7 @@ async def submit_batch(board: BoardState, who: Principal, batch: list[SubmitJob]
     items.sort(key=lambda item: item.index)
     new = sum(1 for _, _, c in created_ids if c)
     if new:
-        board.feed.work_available()
+        board.feed.work_available(new)
         board.feed.any_change.fire()
     return BatchResult(
         items=items,

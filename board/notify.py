@@ -2,13 +2,17 @@
 SSE streams.
 
 Both are hints, never the source of truth: a woken claimer re-runs the claim query, an SSE stream
-re-reads the job. Other board processes (PostgreSQL scale-out) are covered by the waiters' own
-short re-check interval, so a missed hint costs latency, never correctness.
+re-reads the job. Claimers wait in a queue and are woken a few at a time — as many as there are
+new jobs — so one submit does not send a thousand idle farmhands to the database at once. What a
+hint can miss (a job submitted through another board process, a retry whose backoff ran out) is
+found by ``work_poller``, one cheap query a second per process: a missed hint costs latency,
+never correctness.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 
 
 class Signal:
@@ -43,11 +47,44 @@ async def wait_armed(event: asyncio.Event, timeout: float) -> bool:
     return True
 
 
+class WaitQueue:
+    """Long-polling claimers, oldest first; ``wake(n)`` wakes the n who waited longest."""
+
+    def __init__(self) -> None:
+        self._waiting: deque[asyncio.Event] = deque()
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def arm(self) -> asyncio.Event:
+        """Join the queue *before* looking for work, then wait on the event with
+        ``wait_armed``: a wake between the look and the wait is not missed. ``leave`` after."""
+        event = asyncio.Event()
+        self._waiting.append(event)
+        return event
+
+    def leave(self, event: asyncio.Event) -> None:
+        try:
+            self._waiting.remove(event)
+        except ValueError:
+            pass  # already woken (wake pops it)
+
+    def wake(self, n: int = 1) -> None:
+        while n > 0 and self._waiting:
+            event = self._waiting.popleft()
+            if not event.is_set():
+                event.set()
+                n -= 1
+
+    def wake_all(self) -> None:
+        self.wake(len(self._waiting))
+
+
 class JobFeed:
     """Per-job change notifications plus a farm-wide one (the dashboard's live view)."""
 
     def __init__(self) -> None:
-        self.work = Signal()  # a job became claimable (submitted, requeued, released, retried)
+        self.work = WaitQueue()  # claimers waiting for a job to become claimable
         self.any_change = Signal()
         self._jobs: dict[str, Signal] = {}
         self._listeners: dict[str, int] = {}
@@ -58,8 +95,10 @@ class JobFeed:
             signal.fire()
         self.any_change.fire()
 
-    def work_available(self) -> None:
-        self.work.fire()
+    def work_available(self, jobs: int = 1) -> None:
+        """``jobs`` became claimable (submitted, requeued, released, retried): wake as many
+        waiting claimers."""
+        self.work.wake(jobs)
 
     async def wait_job(self, job_id: str, timeout: float) -> bool:
         signal = self._jobs.setdefault(job_id, Signal())

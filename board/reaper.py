@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.engine import Connection
 
 from board.janitor import sweep_dead_uploads
@@ -74,9 +74,30 @@ async def reap_expired_leases(board: BoardState) -> int:
         board.feed.job_changed(job_id)
         board.metrics.transition(to_state)
         log.info("job %s: lease lost, now %s", job_id, to_state)
-    if any(state == "queued" for _, state in moved):
-        board.feed.work_available()
+    requeued = sum(1 for _, state in moved if state == "queued")
+    if requeued:
+        board.feed.work_available(requeued)
     return len(moved)
+
+
+CLAIMABLE = select(func.count()).select_from(
+    select(jobs.c.id)
+    .where(jobs.c.state == "queued", jobs.c.not_before <= bindparam("now"))
+    .limit(64)
+    .subquery()
+)
+
+
+async def nudge_waiting_claimers(board: BoardState) -> None:
+    """Wake waiting claimers for claimable jobs no wake-up announced: submitted through another
+    board process, or a retry whose backoff just ran out. One cheap query, only while someone
+    waits."""
+    if not len(board.feed.work):
+        return
+    now = time.time()
+    claimable = await board.db.query(lambda conn: conn.execute(CLAIMABLE, {"now": now}).scalar())
+    if claimable:
+        board.feed.work_available(claimable)
 
 
 async def run_reaper(board: BoardState) -> None:
@@ -86,6 +107,7 @@ async def run_reaper(board: BoardState) -> None:
     while True:
         try:
             await reap_expired_leases(board)
+            await nudge_waiting_claimers(board)
             if time.monotonic() - swept_at >= board.config.janitor_interval_s:
                 swept_at = time.monotonic()
                 await sweep_dead_uploads(board)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import Text, select, type_coerce
+from sqlalchemy.engine import Connection
 
 from board.config import BoardConfig
 from board.db import Database
@@ -83,27 +86,44 @@ class BoardState:
     online: OnlineFarm = field(default_factory=OnlineFarm)
     check_ins: dict[str, CheckIn] = field(default_factory=dict)
     unacknowledged: Unacknowledged = field(default_factory=Unacknowledged)
+    _refreshing: asyncio.Future | None = field(default=None, repr=False)
+    _skills: dict = field(default_factory=dict, repr=False)  # farmhand id -> (caps text, Skills)
 
     async def online_farm(self, max_age_s: float = 1.0) -> OnlineFarm:
-        """Farmhands seen within the lease time and not paused, quarantined or revoked."""
-        now = time.time()
-        if now - self.online.at < max_age_s:
+        """Farmhands seen within the lease time and not paused, quarantined or revoked. Re-read
+        at most every ``max_age_s`` by one caller at a time; the others meanwhile use the
+        previous answer (a thousand long-polls waking together must not all re-read it)."""
+        if time.time() - self.online.at < max_age_s:
             return self.online
-        async with self.db.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(farmhands.c.id, farmhands.c.capabilities).where(
-                        farmhands.c.last_seen_at > now - self.config.lease_s,
-                        farmhands.c.state == "active",
-                        farmhands.c.owner_paused.is_(False),
-                    )
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self._read_online_farm())
+        if self.online.at == 0.0:
+            return await asyncio.shield(self._refreshing)
+        return self.online
+
+    async def _read_online_farm(self) -> OnlineFarm:
+        now = time.time()
+        known = self._skills
+
+        def read(conn: Connection) -> dict[int, Skills]:
+            rows = conn.execute(
+                select(farmhands.c.id, type_coerce(farmhands.c.capabilities, Text)).where(
+                    farmhands.c.last_seen_at > now - self.config.lease_s,
+                    farmhands.c.state == "active",
+                    farmhands.c.owner_paused.is_(False),
                 )
             ).all()
-        self.online = OnlineFarm(
-            at=now,
-            skills={
-                row.id: skills_of(msgspec.convert(row.capabilities or {}, Capabilities))
-                for row in rows
-            },
-        )
+            skills: dict[int, Skills] = {}
+            for farmhand_id, raw in rows:
+                # capabilities rarely change: decode a farmhand's only when its text did
+                cached = known.get(farmhand_id)
+                if cached is not None and cached[0] == raw:
+                    skills[farmhand_id] = cached[1]
+                    continue
+                loaded = json.loads(raw) if isinstance(raw, str) else (raw or {})
+                skills[farmhand_id] = skills_of(msgspec.convert(loaded or {}, Capabilities))
+                known[farmhand_id] = (raw if isinstance(raw, str) else None, skills[farmhand_id])
+            return skills
+
+        self.online = OnlineFarm(at=now, skills=await self.db.query(read))
         return self.online

@@ -59,7 +59,10 @@ class Fleet:
                 claim = r.json()
                 job, lease = claim["job_id"], claim["lease_token"]
                 self.claims[job] += 1
-                await self.render(conn, job, lease)
+                try:
+                    await self.render(conn, job, lease)
+                except (ConnectionError, OSError) as exc:  # counted, and the farmhand goes on
+                    self.errors[f"render {type(exc).__name__}"] += 1
         finally:
             await conn.close()
 

@@ -37,7 +37,7 @@ class Connection:
     async def _connect(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
-    async def request(
+    async def _request(
         self,
         method: str,
         path: str,
@@ -84,6 +84,20 @@ class Connection:
             self.writer.close()
             self.writer = None
         return Reply(status, data, found)
+
+    async def request(self, method: str, path: str, **kwargs) -> Reply:
+        """Send a request; a kept-alive connection the server closed meanwhile is reopened once
+        (as any HTTP client does)."""
+        reused = self.writer is not None
+        try:
+            return await self._request(method, path, **kwargs)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            if self.writer is not None:
+                self.writer.close()
+            self.writer = None
+            if not reused:
+                raise
+            return await self._request(method, path, **kwargs)
 
     async def close(self) -> None:
         if self.writer is not None:
