@@ -21,8 +21,9 @@ Rules (DESIGN.md, "Timeline rules"):
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -33,6 +34,9 @@ from timeline.spec import Clip, Compilation, Source, Transitions
 SAMPLE_RATE = 48_000
 # An `end` trim this far past a clip's end is taken as "to the end"; further is an error.
 TRIM_SLACK_S = 0.5
+# Decoding a pixel costs about a tenth of encoding one (h264 decode vs x264 medium).
+DECODE_COST = 0.1
+BLUR_COST = 0.1
 # Standard broadcast rates written as decimals map to their exact fractions.
 _NTSC_RATES = {23.976: Fraction(24000, 1001), 29.97: Fraction(30000, 1001),
                59.94: Fraction(60000, 1001), 119.88: Fraction(120000, 1001)}  # fmt: skip
@@ -117,8 +121,9 @@ class WatermarkPlan:
 
 @dataclass(frozen=True)
 class Segment:
-    """One separately encoded piece of the video: item ``item`` from its frame ``skip`` (after its
-    incoming transition) to its end, blended over its last ``head_frames`` frames with the first
+    """One separately encoded piece of the video: items ``item`` to ``last_item``, from frame
+    ``skip`` of the first (after its incoming transition) to the end of the last, the items
+    inside joined as the plan says; blended over its last ``head_frames`` frames with the first
     ``head_frames`` frames of the next item (the outgoing xfade). Output: ``frames`` frames."""
 
     index: int
@@ -128,10 +133,19 @@ class Segment:
     start_frame: int  # first output frame of this segment
     head_frames: int = 0
     effect: str | None = None
+    last: int | None = None  # the last item, when the segment holds several
+
+    @property
+    def last_item(self) -> int:
+        return self.item if self.last is None else self.last
+
+    @property
+    def item_range(self) -> range:
+        return range(self.item, self.last_item + 1)
 
     @property
     def head_item(self) -> int | None:
-        return self.item + 1 if self.head_frames else None
+        return self.last_item + 1 if self.head_frames else None
 
 
 @dataclass(frozen=True)
@@ -165,24 +179,94 @@ class RenderPlan:
         from this one rounding, so rounding never adds up along the timeline."""
         return round(frame * SAMPLE_RATE / self.fps)
 
-    def segments(self) -> list[Segment]:
-        """The video in independently encodable pieces, one per item (see ``Segment``)."""
+    def segments(self, spans: Sequence[tuple[int, int]] | None = None) -> list[Segment]:
+        """The video in independently encodable pieces (see ``Segment``): one per run of items
+        in ``spans`` (first, last inclusive, covering every item in order), by default one per
+        item."""
+        if spans is None:
+            spans = [(k, k) for k in range(len(self.items))]
         found = []
-        for k, item in enumerate(self.items):
-            skip = self.joins[k - 1].frames if k > 0 else 0
-            out = self.joins[k] if k < len(self.joins) else None
+        for index, (first, last) in enumerate(spans):
+            skip = self.joins[first - 1].frames if first > 0 else 0
+            out = self.joins[last] if last < len(self.joins) else None
+            start = self.items[first].start_frame + skip
             found.append(
                 Segment(
-                    index=k,
-                    item=k,
+                    index=index,
+                    item=first,
                     skip=skip,
-                    frames=item.frames - skip,
-                    start_frame=item.start_frame + skip,
+                    frames=self.items[last].end_frame - start,
+                    start_frame=start,
                     head_frames=out.frames if out else 0,
                     effect=out.effect if out and out.frames else None,
+                    last=last if last != first else None,
                 )
             )
         return found
+
+    def balanced_spans(
+        self, parts: int, weights: Sequence[float] | None = None, max_weight: float = math.inf
+    ) -> list[tuple[int, int]]:
+        """Runs of consecutive items (first, last) for ``segments``: a multiple of ``parts``
+        runs of about equal work (``item_cost``), so ``parts`` encoders, started longest
+        first, end about together. ``weights`` (one per item) add up to at most
+        ``max_weight`` in every run, counting the next item when the run ends in an xfade,
+        unless the run is a single item."""
+        costs = [self.item_cost(item) for item in self.items]
+        weights = list(weights) if weights is not None else [0.0] * len(self.items)
+        count = min(len(self.items), max(1, parts))
+        while True:
+            spans = _split(costs, count)
+            if count >= len(self.items) or all(
+                a == b or self._span_weight(weights, a, b) <= max_weight for a, b in spans
+            ):
+                return spans
+            count = min(len(self.items), count + max(1, parts))
+
+    def _span_weight(self, weights: list[float], first: int, last: int) -> float:
+        head = weights[last + 1] if last < len(self.joins) and self.joins[last].frames else 0.0
+        return sum(weights[first : last + 1]) + head
+
+    def item_cost(self, item: PlanItem) -> float:
+        """Roughly how much work ``item`` is, in output pixels encoded: its own frames, the
+        pixels decoded from its source (about a tenth as costly each), a blurred fill (a
+        tenth more)."""
+        pixels = self.width * self.height
+        cost = float(item.frames * pixels)
+        info = item.info
+        if info is None or not info.has_video:
+            return cost
+        rate = info.fps / float(self.fps) if info.fps > 0 else 1.0
+        cost += DECODE_COST * item.frames * max(rate, 1.0) * info.width * info.height
+        if self.fit == "blur" and abs(info.display_aspect - self.width / self.height) > 0.02:
+            cost += BLUR_COST * item.frames * pixels
+        return cost
+
+    def segment_cost(self, segment: Segment) -> float:
+        """``item_cost`` of the items ``segment`` holds."""
+        return sum(self.item_cost(self.items[k]) for k in segment.item_range)
+
+
+def _split(costs: list[float], count: int) -> list[tuple[int, int]]:
+    """``count`` runs of consecutive items whose costs add up to about the same, each cut
+    placed where the running sum comes nearest to its share of the total."""
+    total = sum(costs)
+    spans, first, done = [], 0, 0.0
+    for part in range(1, count):
+        target = total * part / count
+        last = first
+        done += costs[last]
+        # take the next item while that brings the sum nearer the target, leaving one item
+        # for each part still to come
+        while last + 1 < len(costs) - (count - part) and abs(done + costs[last + 1] - target) < abs(
+            done - target
+        ):
+            last += 1
+            done += costs[last]
+        spans.append((first, last))
+        first = last + 1
+    spans.append((first, len(costs) - 1))
+    return spans
 
 
 # ---------------------------------------------------------------- choosing transitions

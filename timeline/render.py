@@ -27,16 +27,19 @@ from timeline.errors import (
     RenderError,
 )
 from timeline.ffmpeg import FfmpegFailed, run_ffmpeg
-from timeline.plan import SAMPLE_RATE, RenderPlan, render_plan, source_labels
+from timeline.plan import SAMPLE_RATE, RenderPlan, Segment, render_plan, source_labels
 from timeline.probe import MediaInfo, ProbeError, probe
 from timeline.progress import Progress, ProgressTracker
 from timeline.segments import (
     audio_mix_command,
     audio_part_command,
     audio_parts,
+    audio_track_command,
     concat_list,
+    input_memory_mb,
     mux_command,
     segment_command,
+    segment_memory_mb,
     thumbnail_command,
 )
 from timeline.spec import Compilation
@@ -48,6 +51,10 @@ PROBE_THREADS = 4
 AUDIO_WEIGHT = 0.04
 AUDIO_PART_WEIGHT = 0.01
 MUX_WEIGHT = 0.02
+# What the segments encoding at once may take together (segments.segment_memory_mb and
+# input_memory_mb), in MB: a segment holding more items opens fewer processes and decodes the
+# start of fewer items twice, but every input it opens keeps its frames until it ends.
+MEMORY_BUDGET_MB = 900.0
 # Lines of ffmpeg output that mean the encoder or its device failed, not the input.
 _ENCODER_SIGNS = (
     "error while opening encoder", "could not open encoder", "cannot load", "no device",
@@ -195,16 +202,23 @@ class _Job:
         return text[-limit:]
 
     def run_passes(self, plan: RenderPlan, paths: dict[str, Path], part: Path, parallel: int):
-        """Audio track and video segments (``parallel`` at a time), then the join into ``part``."""
-        segments = plan.segments()
+        """Audio track and video segments (``parallel`` at a time, the audio beside them), then
+        the join into ``part``."""
+        parallel = max(1, parallel)
+        room = MEMORY_BUDGET_MB / parallel - segment_memory_mb(plan)
+        weights = [input_memory_mb(plan, item) for item in plan.items]
+        spans = plan.balanced_spans(parallel, weights, room)
+        segments = plan.segments(spans)
+        threads = threads_per_segment(parallel)
         font = find_font()
         total = plan.planned_s
         parts = audio_parts(plan)
         part_files = [self.work / f"audio-{k:04d}.mka" for k in range(len(parts))]
-        for k, (first, last) in enumerate(parts):
-            length = plan.seconds(plan.items[last].end_frame - plan.items[first].start_frame)
-            self.tracker.add_job(f"audio part {k}", length * AUDIO_PART_WEIGHT, length_s=length,
-                                 video=False)  # fmt: skip
+        if len(parts) > 1:
+            for k, (first, last) in enumerate(parts):
+                length = plan.seconds(plan.items[last].end_frame - plan.items[first].start_frame)
+                self.tracker.add_job(f"audio part {k}", length * AUDIO_PART_WEIGHT,
+                                     length_s=length, video=False)  # fmt: skip
         self.tracker.add_job("audio", total * AUDIO_WEIGHT, length_s=total, video=False)
         for seg in segments:
             self.tracker.add_job(f"segment {seg.index}", plan.seconds(seg.frames), video=True)
@@ -212,43 +226,43 @@ class _Job:
 
         audio = self.work / "audio.m4a"
         files = [self.work / f"segment-{seg.index:05d}.mp4" for seg in segments]
-        part_futures: list[Future] = []
-
-        def audio_part_pass(k: int) -> None:
-            graph = self.work / f"audio-{k:04d}.graph"
-            args = audio_part_command(plan, parts[k], part_files[k], graph, paths)
-            self._step(args, f"audio part {k + 1} of {len(parts)}", f"audio part {k}", plan, None)
 
         def audio_pass() -> None:
-            # queued after every part, so each part has started on another worker (or this
-            # one) before this waits: no deadlock at any ``parallel``
-            for future in part_futures:
-                future.result()
+            if len(parts) == 1:
+                args = audio_track_command(plan, audio, self.work / "audio.graph", paths)
+                self._step(args, "audio track", "audio", plan, None)
+                return
+            for k in range(len(parts)):
+                graph = self.work / f"audio-{k:04d}.graph"
+                args = audio_part_command(plan, parts[k], part_files[k], graph, paths)
+                self._step(args, f"audio part {k + 1} of {len(parts)}", f"audio part {k}", plan,
+                           None)  # fmt: skip
             args = audio_mix_command(plan, parts, part_files, audio,
                                      self.work / "audio.graph", paths)  # fmt: skip
             self._step(args, "audio track", "audio", plan, None)
 
-        def segment_pass(index: int) -> None:
-            seg = segments[index]
+        def segment_pass(seg: Segment) -> None:
             graph = self.work / f"segment-{seg.index:05d}.graph"
-            args = segment_command(plan, seg, self.encoder, files[index], graph, font, paths)
-            what = f"segment {index + 1} of {len(segments)}"
-            self._step(args, what, f"segment {seg.index}", plan, seg.index)
+            args = segment_command(plan, seg, self.encoder, files[seg.index], graph, font, paths,
+                                   threads=threads)  # fmt: skip
+            self._step(args, f"segment {seg.index + 1} of {len(segments)}", f"segment {seg.index}",
+                       plan, seg)  # fmt: skip
 
-        tasks: list[Callable[[], None]] = [
-            lambda k=k: audio_part_pass(k) for k in range(len(parts))
-        ]
+        # The biggest segments first, so the last ones to start are the short ones and all end
+        # about together; the sound (a few % of the work) last, on whichever worker is free
+        # first, where it fills the gap the estimate left rather than delaying a segment.
+        order = sorted(segments, key=lambda seg: -plan.segment_cost(seg))
+        tasks: list[Callable[[], None]] = [lambda seg=seg: segment_pass(seg) for seg in order]
         tasks.append(audio_pass)
-        tasks += [lambda i=i: segment_pass(i) for i in range(len(segments))]
-        self._run_all(tasks, max(1, parallel), part_futures, len(parts))
+        self._run_all(tasks, parallel)
 
         self.check_cancel()
         listing = self.work / "segments.txt"
-        concat_list(plan, files, listing)
+        concat_list(plan, files, listing, segments)
         self._step(mux_command(plan, self.encoder, listing, audio, part), "final join", "mux",
                    plan, None)  # fmt: skip
 
-    def _step(self, args, what: str, job: str, plan: RenderPlan, segment: int | None) -> None:
+    def _step(self, args, what: str, job: str, plan: RenderPlan, segment: Segment | None) -> None:
         if self.stop.is_set():
             raise RenderCancelled(f"{what}: not started, the render is stopping")
         try:
@@ -256,16 +270,11 @@ class _Job:
         except FfmpegFailed as exc:
             raise _classify(exc, plan, segment, self.encoder) from exc
 
-    def _run_all(
-        self, tasks: list[Callable[[], None]], parallel: int, first: list[Future], count: int
-    ) -> None:
-        """Run ``tasks`` in order on ``parallel`` threads; the futures of the first ``count``
-        go into ``first`` (for tasks that wait on them). The first failure (or a cancel) stops
+    def _run_all(self, tasks: list[Callable[[], None]], workers: int) -> None:
+        """Run ``tasks`` in order on ``workers`` threads. The first failure (or a cancel) stops
         the rest and is raised once all have ended."""
-        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="timeline") as pool:
-            first.extend(pool.submit(task) for task in tasks[:count])
-            futures = [*first, *(pool.submit(task) for task in tasks[count:])]
-            pending: set[Future] = set(futures)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="timeline") as pool:
+            pending: set[Future] = {pool.submit(task) for task in tasks}
             first_error: BaseException | None = None
             while pending:
                 done, pending = wait(pending, timeout=0.1, return_when=FIRST_EXCEPTION)
@@ -281,12 +290,24 @@ class _Job:
             raise first_error
 
 
-def _classify(exc: FfmpegFailed, plan: RenderPlan, segment: int | None, encoder: Encoder):
+def threads_per_segment(parallel: int) -> int:
+    """CPU threads for each of ``parallel`` segments encoding at once: an equal share of the
+    cores this process may use."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, parallel))
+
+
+def _classify(
+    exc: FfmpegFailed, plan: RenderPlan, segment: Segment | None, encoder: Encoder
+) -> RenderError:
     """Whose fault an ffmpeg failure was: an input's (named), the encoder's, or the run's."""
     lines = exc.stderr_tail.lower()
     items = range(len(plan.items))
     if segment is not None:
-        items = range(segment, min(segment + 2, len(plan.items)))
+        items = range(segment.item, (segment.head_item or segment.last_item) + 1)
     for i in items:
         item = plan.items[i]
         if item.info is not None and str(item.info.path).lower() in lines:

@@ -18,10 +18,21 @@ from pathlib import Path
 
 from timeline.encoders import Encoder
 from timeline.filtergraph import mix_audio_graph, part_audio_graph, segment_graph
-from timeline.plan import SAMPLE_RATE, RenderPlan, Segment
+from timeline.plan import SAMPLE_RATE, PlanItem, RenderPlan, Segment
 
 AUDIO_BITRATE = "192k"
-READ_MARGIN_S = 0.5  # read a little past what is needed: a trim filter makes it exact
+# Read a few source frames past what is needed (a trim filter makes it exact); every frame
+# read is decoded, so no more than that.
+READ_MARGIN_FRAMES = 3
+READ_MARGIN_S = 0.1  # where the source's rate is unknown
+# Resident memory of a segment's ffmpeg (ffmpeg 5.1, libx264 "standard", one thread each),
+# measured: about 60 MB + 125 MB per megapixel of output for the process and its encoder, and
+# for each input 15 MB per megapixel of source (its decoder) + 10 MB per megapixel of output
+# (its filters). 1080p out: 320 MB + 52 MB per 1080p input; 720p out: 175 MB + 40 MB.
+SEGMENT_BASE_MB = 60.0
+ENCODER_MB_PER_MPX = 125.0
+DECODER_MB_PER_MPX = 15.0
+FILTERS_MB_PER_MPX = 10.0
 # Items per audio pass: one ffmpeg with hundreds of inputs needs hundreds of file handles and
 # threads and grows in memory and time faster than linearly; parts of a few dozen stay flat.
 AUDIO_PART_ITEMS = 24
@@ -29,6 +40,19 @@ AUDIO_PART_ITEMS = 24
 # or players guess BT.601 for small outputs and shift the colours.
 OUTPUT_COLOR = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
                 "-color_range", "tv"]  # fmt: skip
+
+
+def segment_memory_mb(plan: RenderPlan) -> float:
+    """About how much memory one segment's ffmpeg takes before its inputs: the process and
+    its encoder (x264 keeps some 40 pictures of lookahead)."""
+    return SEGMENT_BASE_MB + ENCODER_MB_PER_MPX * plan.width * plan.height / 1e6
+
+
+def input_memory_mb(plan: RenderPlan, item: PlanItem) -> float:
+    """About how much memory ``item`` adds to the ffmpeg of its segment: its decoder and its
+    filters keep their frames until that ffmpeg ends."""
+    source = item.info.width * item.info.height if item.info is not None else 0
+    return (DECODER_MB_PER_MPX * source + FILTERS_MB_PER_MPX * plan.width * plan.height) / 1e6
 
 
 def track_timescale(fps: Fraction) -> int:
@@ -44,6 +68,20 @@ def _seek(seconds: float) -> list[str]:
     return ["-ss", f"{seconds:.6f}"] if seconds > 0 else []
 
 
+def read_margin(item: PlanItem) -> float:
+    """Seconds read past what ``item`` needs: a few of its source frames, so a rate change has
+    the frame after the last one it shows (the trim filter makes the length exact)."""
+    fps = item.info.fps if item.info is not None else 0.0
+    return READ_MARGIN_FRAMES / fps if fps > 0 else READ_MARGIN_S
+
+
+def _video_input(
+    item: PlanItem, path: Path, skip_s: float, length_s: float, threads: list[str]
+) -> list[str]:
+    return [*_seek(item.source_start_s + skip_s), "-t", f"{length_s + read_margin(item):.6f}",
+            *threads, "-an", "-sn", "-dn", "-i", str(path)]  # fmt: skip
+
+
 def segment_command(
     plan: RenderPlan,
     segment: Segment,
@@ -52,33 +90,45 @@ def segment_command(
     graph_file: Path,
     font: str | None,
     paths: dict[str, Path],
+    threads: int | None = None,
 ) -> list[str]:
     """ffmpeg arguments (after the binary) rendering ``segment`` to the mp4 ``out``. The filter
-    graph is written to ``graph_file`` (long graphs exceed Windows' command-line limit)."""
-    item = plan.items[segment.item]
+    graph is written to ``graph_file`` (long graphs exceed Windows' command-line limit).
+
+    ``threads`` is the CPU threads this ffmpeg should use (None: as many as ffmpeg likes).
+    With 1, decoders, filters and encoder all run in one thread: when there are as many
+    segments encoding at once as cores, that wastes the least on threads waiting for each
+    other (about 7 % less CPU for the same frames than letting each take every core)."""
     args = list(encoder.global_args())
-    body_s = item.source_start_s + plan.seconds(segment.skip)
-    args += [*_seek(body_s), "-t", f"{plan.seconds(segment.frames) + READ_MARGIN_S:.6f}",
-             "-an", "-sn", "-dn", "-i", str(paths[item.key])]  # fmt: skip
-    inputs = 1
-    if segment.head_frames:
-        head = plan.items[segment.item + 1]
-        args += [*_seek(head.source_start_s),
-                 "-t", f"{plan.seconds(segment.head_frames) + READ_MARGIN_S:.6f}",
-                 "-an", "-sn", "-dn", "-i", str(paths[head.key])]  # fmt: skip
-        inputs += 1
+    single = ["-threads", "1"] if threads == 1 else []
+    if single:
+        args += ["-filter_complex_threads", "1"]
+    inputs: dict[int, int] = {}
+    for k in segment.item_range:
+        item = plan.items[k]
+        skip = plan.seconds(segment.skip) if k == segment.item else 0.0
+        args += _video_input(item, paths[item.key], skip, plan.seconds(item.frames) - skip,
+                             single)  # fmt: skip
+        inputs[k] = len(inputs)
+    if segment.head_item is not None:
+        head = plan.items[segment.head_item]
+        args += _video_input(head, paths[head.key], 0.0, plan.seconds(segment.head_frames),
+                             single)  # fmt: skip
+        inputs[segment.head_item] = len(inputs)
     watermark_input = None
     if plan.watermark is not None:
         loop = [] if plan.watermark.still else ["-stream_loop", "-1"]
         args += [*loop, "-an", "-sn", "-dn", "-i", str(paths[plan.watermark.key])]
-        watermark_input = inputs
+        watermark_input = len(inputs)
     graph_file.write_text(
-        segment_graph(plan, segment, watermark_input=watermark_input,
+        segment_graph(plan, segment, inputs=inputs, watermark_input=watermark_input,
                       upload=encoder.upload_filter(), font=font),
         encoding="utf-8",
     )  # fmt: skip
     args += ["-filter_complex_script", str(graph_file), "-map", "[v]", "-an", "-sn", "-dn"]
     args += encoder.output_args(plan.quality, float(plan.fps))
+    if threads:
+        args += ["-threads", str(threads)]
     args += OUTPUT_COLOR
     args += ["-frames:v", str(segment.frames),
              "-video_track_timescale", str(track_timescale(plan.fps)),
@@ -94,11 +144,11 @@ def audio_parts(plan: RenderPlan, size: int | None = None) -> list[tuple[int, in
     return [(first, min(first + size, count) - 1) for first in range(0, count, size)]
 
 
-def audio_part_command(
-    plan: RenderPlan, part: tuple[int, int], out: Path, graph_file: Path, paths: dict[str, Path]
-) -> list[str]:
-    """ffmpeg arguments rendering the sound of the items ``part`` to ``out`` (lossless float
-    PCM in Matroska: exact sample counts, no size limit, no second lossy encode)."""
+def _audio_inputs(
+    plan: RenderPlan, part: tuple[int, int], paths: dict[str, Path]
+) -> tuple[list[str], dict[int, int]]:
+    """Input arguments for the sound of the items ``part``, and each item's input number
+    (items without sound have none)."""
     first, last = part
     args: list[str] = []
     inputs: dict[int, int] = {}
@@ -106,15 +156,55 @@ def audio_part_command(
         item = plan.items[i]
         if item.info is None or not item.info.has_audio:
             continue
-        length = plan.seconds(item.frames) + READ_MARGIN_S
+        length = plan.seconds(item.frames) + read_margin(item)
         args += [*_seek(item.source_start_s), "-t", f"{length:.6f}",
                  "-vn", "-sn", "-dn", "-i", str(paths[item.key])]  # fmt: skip
         inputs[i] = len(inputs)
-    graph_file.write_text(part_audio_graph(plan, first, last, inputs), encoding="utf-8")
+    return args, inputs
+
+
+def audio_part_command(
+    plan: RenderPlan, part: tuple[int, int], out: Path, graph_file: Path, paths: dict[str, Path]
+) -> list[str]:
+    """ffmpeg arguments rendering the sound of the items ``part`` to ``out`` (lossless float
+    PCM in Matroska: exact sample counts, no size limit, no second lossy encode)."""
+    args, inputs = _audio_inputs(plan, part, paths)
+    graph_file.write_text(part_audio_graph(plan, *part, inputs), encoding="utf-8")
     args += ["-filter_complex_script", str(graph_file), "-map", "[a]",
              "-c:a", "pcm_f32le", "-ar", str(SAMPLE_RATE), "-ac", "2",
              "-f", "matroska", "-y", str(out)]  # fmt: skip
     return args
+
+
+def audio_track_command(
+    plan: RenderPlan, out: Path, graph_file: Path, paths: dict[str, Path]
+) -> list[str]:
+    """ffmpeg arguments rendering the whole audio track in one pass (when ``audio_parts``
+    finds one part): the items' sound, the music, the AAC encode."""
+    part = (0, len(plan.items) - 1)
+    args, inputs = _audio_inputs(plan, part, paths)
+    music_input = _music_input(plan, args, len(inputs), paths)
+    graph = part_audio_graph(plan, *part, inputs, out="items")
+    graph += ";\n" + mix_audio_graph(plan, [part], music_input, part_labels=["items"])
+    graph_file.write_text(graph, encoding="utf-8")
+    return args + _aac_output(plan, graph_file, out)
+
+
+def _music_input(plan: RenderPlan, args: list[str], count: int, paths: dict[str, Path]):
+    """Add the looped music to ``args`` (holding ``count`` inputs); its input number."""
+    if plan.music is None:
+        return None
+    args += ["-stream_loop", "-1", "-vn", "-sn", "-dn", "-i", str(paths[plan.music.key])]
+    return count
+
+
+def _aac_output(plan: RenderPlan, graph_file: Path, out: Path) -> list[str]:
+    samples = plan.sample_at(plan.total_frames)
+    return ["-filter_complex_script", str(graph_file), "-map", "[a]",
+            "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-ar", str(SAMPLE_RATE), "-ac", "2",
+            # the graph ends on time already; this bounds a looped music input regardless
+            "-t", f"{samples / SAMPLE_RATE:.6f}",
+            "-f", "mp4", "-y", str(out)]  # fmt: skip
 
 
 def audio_mix_command(
@@ -130,21 +220,17 @@ def audio_mix_command(
     args: list[str] = []
     for part_file in part_files:
         args += ["-i", str(part_file)]
-    music_input = None
-    if plan.music is not None:
-        args += ["-stream_loop", "-1", "-vn", "-sn", "-dn", "-i", str(paths[plan.music.key])]
-        music_input = len(part_files)
+    music_input = _music_input(plan, args, len(part_files), paths)
     graph_file.write_text(mix_audio_graph(plan, parts, music_input), encoding="utf-8")
-    samples = plan.sample_at(plan.total_frames)
-    args += ["-filter_complex_script", str(graph_file), "-map", "[a]",
-             "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-ar", str(SAMPLE_RATE), "-ac", "2",
-             # the graph ends on time already; this bounds a looped music input regardless
-             "-t", f"{samples / SAMPLE_RATE:.6f}",
-             "-f", "mp4", "-y", str(out)]  # fmt: skip
-    return args
+    return args + _aac_output(plan, graph_file, out)
 
 
-def concat_list(plan: RenderPlan, segment_files: list[Path], list_file: Path) -> None:
+def concat_list(
+    plan: RenderPlan,
+    segment_files: list[Path],
+    list_file: Path,
+    segments: list[Segment] | None = None,
+) -> None:
     """Write the concat demuxer's list: each segment with its exact duration.
 
     The demuxer places file k at the sum of the earlier files' durations, counted in whole
@@ -152,8 +238,9 @@ def concat_list(plan: RenderPlan, segment_files: list[Path], list_file: Path) ->
     which shifts later segments by a fraction of a frame at rates like 24 or 29.97. Durations
     given here are differences of the *rounded exact start times*, so the sum is always the
     true start within half a microsecond and no error accumulates. Names are relative to the
-    list's folder, so no path needs quoting."""
-    segments = plan.segments()
+    list's folder, so no path needs quoting. ``segments`` are those the files hold (default:
+    one per item)."""
+    segments = segments if segments is not None else plan.segments()
     starts = [_microseconds(seg.start_frame, plan.fps) for seg in segments]
     starts.append(_microseconds(plan.total_frames, plan.fps))
     lines = []
