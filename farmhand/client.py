@@ -117,7 +117,7 @@ class BoardClient:
             kwargs["timeout"] = httpx.Timeout(timeout_s, connect=10.0)
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_Retry),
-            wait=wait_exponential_jitter(initial=0.5, max=15.0),
+            wait=wait_exponential_jitter(multiplier=0.5, max=15.0),
             stop=stop_after_delay(deadline_s),
             reraise=True,
         )
@@ -225,7 +225,7 @@ class BoardClient:
         }
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((_Retry, BoardUnreachable)),
-            wait=wait_exponential_jitter(initial=0.5, max=15.0),
+            wait=wait_exponential_jitter(multiplier=0.5, max=15.0),
             stop=stop_after_delay(deadline_s),
             reraise=True,
         )

@@ -30,10 +30,10 @@ ENGINES = ["sqlite", "postgres"]
 
 
 def _skip_without_pg(engine: str) -> None:
-    from tests.harness import pg_available
+    from tests.harness import require_pg
 
-    if engine == "postgres" and not pg_available():
-        pytest.skip("PostgreSQL not reachable (set CLIPFARM_TEST_PG)")
+    if engine == "postgres":
+        require_pg()
 
 
 @pytest.fixture(params=ENGINES)

@@ -58,6 +58,23 @@ def pg_available() -> bool:
     return True
 
 
+def missing(what: str, required_by: str) -> None:
+    """Skip the test for want of ``what``, or fail it where the environment variable
+    ``required_by`` is 1 (``.ci/run`` sets them: CI must never pass by skipping)."""
+    import pytest
+
+    if os.environ.get(required_by) == "1":
+        pytest.fail(f"{what}, and {required_by}=1 says these tests must run here", pytrace=False)
+    pytest.skip(what)
+
+
+def require_pg() -> None:
+    """Skip (or, under CLIPFARM_REQUIRE_PG=1, fail) a PostgreSQL test when PostgreSQL is not
+    reachable."""
+    if not pg_available():
+        missing("PostgreSQL not reachable (set CLIPFARM_TEST_PG)", "CLIPFARM_REQUIRE_PG")
+
+
 def create_pg_database() -> tuple[str, str]:
     """A fresh, empty database; returns (its URL, its name)."""
     base = pg_base_url()

@@ -15,7 +15,7 @@ import pytest
 
 from tests.board.actors import Farmhand, Submitter, new_lane
 from tests.conftest import ENGINES
-from tests.harness import RunningBoard, pg_available
+from tests.harness import RunningBoard, require_pg
 
 # Settings of the shared board: quick retries, quarantine after 3, no GPU grace (a GPU farmhand
 # of one test must not hold back the CPU farmhands of the next).
@@ -28,8 +28,8 @@ SHARED_ENV = {
 
 
 def _start(tmp_path_factory, engine: str, env: dict[str, str]) -> RunningBoard:
-    if engine == "postgres" and not pg_available():
-        pytest.skip("PostgreSQL not reachable (set CLIPFARM_TEST_PG)")
+    if engine == "postgres":
+        require_pg()
     return RunningBoard(tmp_path_factory.mktemp(f"board-{engine}"), engine, env=env).start()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import RunningBoard, RunningFarmhand
+from tests.harness import RunningBoard, RunningFarmhand, missing
 from tests.media import make_clip
 
 CHROMIUM = os.environ.get("CLIPFARM_CHROMIUM", "/usr/bin/chromium")
@@ -50,7 +50,8 @@ def browser():
     scope: Playwright's sync API keeps an event loop running until it stops, which would break
     the asyncio tests that run after this folder."""
     if not (shutil.which(CHROMIUM) or Path(CHROMIUM).exists()):
-        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+        missing(f"Chromium not found at {CHROMIUM} (apt-get install chromium)",
+                "CLIPFARM_REQUIRE_BROWSER")  # fmt: skip
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
