@@ -25,8 +25,8 @@ AUDIO_BITRATE = "192k"
 # read is decoded, so no more than that.
 READ_MARGIN_FRAMES = 3
 READ_MARGIN_S = 0.1  # where the source's rate is unknown
-# Resident memory of a segment's ffmpeg (ffmpeg 5.1, libx264 "standard", one thread each),
-# measured: about 60 MB + 125 MB per megapixel of output for the process and its encoder, and
+# Resident memory of a segment's ffmpeg (ffmpeg 5.1, libx264 "standard" with its lookahead at
+# 20 pictures, one thread each), measured: about 60 MB + 125 MB per megapixel of output for the process and its encoder, and
 # for each input 15 MB per megapixel of source (its decoder) + 10 MB per megapixel of output
 # (its filters). 1080p out: 320 MB + 52 MB per 1080p input; 720p out: 175 MB + 40 MB.
 SEGMENT_BASE_MB = 60.0

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.harness import wait_for
 from tests.scripts.conftest import ROOT, ffprobe
 
 pytestmark = pytest.mark.slow
@@ -100,6 +101,15 @@ def test_demo_ends_with_playable_compilations_and_a_working_dashboard_url(tmp_pa
     farm = httpx.get(f"{url}api/v1/farmhands", headers={"Authorization": f"Bearer {token}"})
     assert farm.status_code == 200, farm.text
     assert httpx.get(f"{url}api/v1/farmhands").status_code == 401
+    # ...and the dashboard: sign in with it as a person would, land on the overview
+    with httpx.Client(base_url=url) as browser:
+        r = browser.post("/signin", data={"token": token, "next": "/farmhands"})
+        assert r.status_code == 303 and r.headers["location"] == "/farmhands", r.text
+        page = browser.get("/farmhands")
+        assert page.status_code == 200 and ">admin<" in page.text
+        # the two farmhands call in while the first compilation renders
+        wait_for(lambda: all(f'id="fh-demo-pc-{n}"' in browser.get("/farmhands").text
+                             for n in (1, 2)), 60, what="both farmhands on the page")  # fmt: skip
 
     assert demo.finish(timeout=300) == 0, demo.output()
     videos = sorted((folder / "outputs").glob("*.mp4"))
