@@ -1,0 +1,225 @@
+"""A real farm rendering a compilation against the same render run directly.
+
+    python scripts/bench/e2e.py [--height 720] [--reps 3] [--media DIR]
+
+The farm is what a user runs: a ``board serve`` on its embedded SQLite and one ``farmhand run``,
+both real processes talking HTTP on this machine. The media are uploaded once beforehand (that
+is the submitter's cost, not the farm's). Each farm run starts a fresh farmhand with an empty
+media cache and waits until it is online and idle; the clock then runs from ``POST
+/api/v1/jobs`` until the job reads ``succeeded``: claim, fetching every source from the board,
+the render, the upload of the output and its thumbnail, ``complete``. The direct run is
+``timeline.render.render`` on the local files with the same settings the farmhand uses
+(``parallel=2``, libx264, ``nice``). The two alternate, ``--reps`` times; medians and their
+ratio are printed, and the farm's time is split into its stages from the job's events.
+
+The compilation is the mixed one of ``render.py`` (12 inputs of differing size, fps, SAR,
+rotation, pixel format, audio; blur fit, transitions, titles, watermark, music).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+from scripts.bench.farmproc import BenchBoard  # noqa: E402
+from scripts.bench.render import (  # noqa: E402
+    DEFAULT_MEDIA,
+    MIXED,
+    Stopwatch,
+    load,
+    machine,
+    make_media,
+    mixed_compilation,
+)
+from timeline.render import render  # noqa: E402
+
+API = "/api/v1"
+
+
+class Farm:
+    """A board and, one at a time, a farmhand."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.board = BenchBoard("sqlite")
+        self.submitter = self.board.token("submitter", "bench-submitter")
+        self.hand_token = self.board.token("farmhand", "bench-farmhand")
+        self.hand: subprocess.Popen | None = None
+        self.runs = 0
+
+    def headers(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    def upload(self, raw: dict, media: Path) -> dict:
+        """``raw`` with every local path replaced by the board media id of its upload."""
+        ids: dict[str, str] = {}
+
+        def swap(source: dict) -> dict:
+            path = source.pop("path")
+            if path not in ids:
+                data = (media / path).read_bytes()
+                r = httpx.post(f"{self.board.url}{API}/media", params={"filename": path},
+                               content=data, headers={**self.headers(self.submitter),
+                               "Content-Type": "application/octet-stream"}, timeout=120)  # fmt: skip
+                r.raise_for_status()
+                ids[path] = r.json()["id"]
+            return {**source, "media": ids[path]}
+
+        out = dict(raw)
+        for key in ("intro", "outro", "watermark", "music"):
+            if key in out:
+                out[key] = swap(dict(out[key]))
+        out["clips"] = [swap(dict(clip)) for clip in raw["clips"]]
+        return out
+
+    def start_farmhand(self) -> None:
+        """A new farmhand with an empty cache; returns once the board lists it online."""
+        self.stop_farmhand()
+        self.runs += 1
+        state = self.work / f"farmhand-{self.runs}"
+        env = {
+            **self.board.env,
+            "FARMHAND_BOARD_URL": self.board.url,
+            "FARMHAND_TOKEN": self.hand_token,
+            "FARMHAND_NAME": "bench-farmhand",
+            "FARMHAND_STATE_DIR": str(state / "state"),
+            "FARMHAND_CACHE_DIR": str(state / "cache"),
+            "FARMHAND_SLOTS": "1",
+            "FARMHAND_WAIT_S": "20",
+            # the bench's own process is all else that runs; never let it pause the farmhand
+            "FARMHAND_CPU_PAUSE_PERCENT": "off",
+            "FARMHAND_GPU_PAUSE_PERCENT": "off",
+            "FARMHAND_RESUME_DELAY_S": "0",
+        }
+        env.pop("BOARD_DATABASE_URL", None)
+        self.log = self.work / f"farmhand-{self.runs}.log"
+        log = self.log.open("wb")
+        self.hand = subprocess.Popen([sys.executable, "-m", "farmhand.cli", "run"], env=env,
+                                     stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.hand.poll() is not None:
+                raise RuntimeError(f"the farmhand exited; see {log.name}")
+            r = httpx.get(f"{self.board.url}{API}/farmhands",
+                          headers=self.headers(self.board.admin), timeout=10)  # fmt: skip
+            if any(f.get("online") and f.get("name") == "bench-farmhand" for f in r.json()):
+                time.sleep(1.0)  # its first long-poll is open
+                return
+            time.sleep(0.2)
+        raise RuntimeError("the farmhand did not come online within 120 s")
+
+    def stop_farmhand(self) -> None:
+        if self.hand is not None and self.hand.poll() is None:
+            self.hand.terminate()
+            try:
+                self.hand.wait(30)
+            except subprocess.TimeoutExpired:
+                self.hand.kill()
+        self.hand = None
+
+    def run_job(self, compilation: dict) -> tuple[float, dict[str, float]]:
+        """Submit, wait for ``succeeded``; the wall time and the seconds between the job's
+        events (queued → claimed → ... → succeeded)."""
+        headers = self.headers(self.submitter)
+        start = time.perf_counter()
+        r = httpx.post(f"{self.board.url}{API}/jobs", json={"compilation": compilation},
+                       headers=headers, timeout=30)  # fmt: skip
+        r.raise_for_status()
+        job_id = r.json()["id"]
+        # the job's event stream (SSE) says when it changes: no polling load on the board
+        job: dict = {}
+        url = f"{self.board.url}{API}/jobs/{job_id}/events"
+        with httpx.stream("GET", url, headers=headers, timeout=None) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: "):
+                    job = json.loads(line[6:])
+                    if job["state"] in ("succeeded", "failed", "cancelled"):
+                        break
+        wall = time.perf_counter() - start
+        if job.get("state") != "succeeded":
+            raise RuntimeError(f"the farm's job ended {job.get('state')}: {job.get('error')}")
+        return wall, self.stages(job)
+
+    def stages(self, job: dict) -> dict[str, float]:
+        """Where the farm's time went: queued (submit until claimed), the render itself (as the
+        farmhand logged it) and the rest on the farmhand (fetch, verify, upload, complete)."""
+        at = {k: datetime.fromisoformat(job[k]) for k in ("created_at", "claimed_at",
+                                                          "finished_at")}  # fmt: skip
+        held = (at["finished_at"] - at["claimed_at"]).total_seconds()
+        found: list[str] = []
+        deadline = time.monotonic() + 10  # it logs once the board has answered its complete
+        while not found and time.monotonic() < deadline:
+            found = re.findall(
+                r"done with \S+ in ([0-9.]+) s", self.log.read_text(errors="replace")
+            )
+            time.sleep(0.05)
+        render_s = float(found[-1]) if found else float("nan")
+        return {"queued": (at["claimed_at"] - at["created_at"]).total_seconds(),
+                "render": render_s, "fetch+upload+rest": held - render_s}  # fmt: skip
+
+    def close(self) -> None:
+        self.stop_farmhand()
+        self.board.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--media", type=Path, default=DEFAULT_MEDIA)
+    args = parser.parse_args()
+    print(f"# {machine()}", flush=True)
+    make_media(args.media, MIXED)
+    work = Path(tempfile.mkdtemp(prefix="clipfarm-bench-e2e-"))
+    raw = mixed_compilation(args.height)
+    compilation, sources = load(raw, args.media)
+    farm = Farm(work)
+    farm_s: list[float] = []
+    direct_s: list[float] = []
+    try:
+        on_board = farm.upload(raw, args.media)
+        for rep in range(args.reps):
+            farm.start_farmhand()
+            order = ("farm", "direct") if rep % 2 == 0 else ("direct", "farm")
+            for step in order:
+                if step == "farm":
+                    wall, stages = farm.run_job(on_board)
+                    farm_s.append(wall)
+                else:
+                    out = work / f"direct-{rep}"
+                    out.mkdir()
+                    with Stopwatch() as watch:
+                        render(compilation, sources, out / "out.mp4", parallel=2,
+                               thumbnail=out / "thumb.jpg", nice=True)  # fmt: skip
+                    direct_s.append(watch.timing.wall)
+                    shutil.rmtree(out)
+            farm.stop_farmhand()
+            shown = "  ".join(f"{k} {v:.2f}" for k, v in stages.items())
+            print(f"  rep {rep + 1}: farm {farm_s[-1]:.2f} s  direct {direct_s[-1]:.2f} s"
+                  f"  ratio {farm_s[-1] / direct_s[-1]:.3f}  [{shown}]", flush=True)  # fmt: skip
+    finally:
+        farm.close()
+        shutil.rmtree(work, ignore_errors=True)
+    f, d = statistics.median(farm_s), statistics.median(direct_s)
+    print(f"{args.height}p mixed compilation, median of {args.reps}: farm {f:.2f} s  "
+          f"direct {d:.2f} s  farm/direct {f / d:.3f}")  # fmt: skip
+    print(f"# load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
