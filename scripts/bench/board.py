@@ -151,6 +151,33 @@ def bench(engine: str, args, output: bytes | None) -> dict:
         board.close()
 
 
+async def _health_load(url: str, clients: int, seconds: float) -> tuple[int, float]:
+    async def one() -> int:
+        conn, n = Connection(url), 0
+        stop_at = time.monotonic() + seconds
+        while time.monotonic() < stop_at:
+            r = await conn.request("GET", "/health")
+            assert r.status == 200, r.status
+            n += 1
+        await conn.close()
+        return n
+
+    started = time.perf_counter()
+    done = await asyncio.gather(*(one() for _ in range(clients)))
+    return sum(done), time.perf_counter() - started
+
+
+def http_floor(clients: int, seconds: float = 10.0) -> float:
+    """Requests/s the same board process and load generator manage on ``GET /health``: no
+    token, no database. What any route costs at least, measured beside the cycles."""
+    board = BenchBoard("sqlite")
+    try:
+        requests, elapsed = asyncio.run(_health_load(board.url, clients, seconds))
+    finally:
+        board.close()
+    return requests / elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--claimers", type=int, default=64)
@@ -165,6 +192,10 @@ def main() -> None:
         f"{'upload + complete' if args.finish == 'complete' else 'fail'}; "
         f"{psutil.cpu_count()} cores shared by board and load generator"
     )
+    floor = http_floor(args.claimers)
+    calls = 2 if args.finish == "fail" else 3
+    print(f"http floor  {floor:7.0f} requests/s on GET /health ({args.claimers} clients): at most "
+          f"{floor / calls:.0f} cycles/s of {calls} requests even if they did no work")  # fmt: skip
     for engine in args.engines.split(","):
         r = bench(engine, args, output)
         lat = "  ".join(
@@ -173,7 +204,8 @@ def main() -> None:
         print(
             f"{engine:9s} {r['rate']:7.0f} cycles/s  ({r['cycles']} in {r['elapsed']:.1f} s)  "
             f"double claims {r['double']}  left behind {r['left']}  board CPU "
-            f"{r['board_cpu']:.2f} cores, RSS {r['board_rss_mb']:.0f} MB\n          {lat}"
+            f"{r['board_cpu']:.2f} cores, RSS {r['board_rss_mb']:.0f} MB\n          {lat}\n"
+            f"          {r['rate'] * calls / floor:.0%} of the http floor's requests/s"
         )
 
 
