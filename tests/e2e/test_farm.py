@@ -217,3 +217,26 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_board_down_for_20_s_during_a_render_the_job_still_completes_once(farm, heavy_clips):
+    """The board goes away (kill -9) for 20 s while a farmhand renders: the render goes on,
+    its heartbeats and hand-in are retried with backoff, and once the board is back the job
+    completes, on the first attempt, exactly once."""
+    board = farm.board()  # a 60 s lease: 20 s away is well inside it
+    alice = board.client(board.token("submitter", "alice"))
+    job_id = heavy_job(alice, heavy_clips)
+    hand = farm.farmhand(board, "pc1")
+    wait_for(lambda: rendering(alice, job_id, hand), 60, what="the render to start")
+    board.kill()
+    time.sleep(20)
+    assert hand.proc.poll() is None  # it rode out the whole absence
+    board.start()
+    done = wait_state(alice, job_id, "succeeded", "failed", timeout=120)
+    assert done["state"] == "succeeded", done["error"]
+    assert done["farmhand"] == "pc1" and done["attempts"] == 1
+    history = alice.get(f"/api/v1/jobs/{job_id}/history").json()
+    assert [a["outcome"] for a in history["attempts"]] == ["succeeded"]
+    assert [e["to_state"] for e in history["events"]].count("succeeded") == 1
+    served = alice.get(f"/api/v1/jobs/{job_id}/output")
+    assert served.status_code == 200 and len(served.content) == done["output"]["size"]

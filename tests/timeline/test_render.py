@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -27,7 +28,7 @@ from timeline.errors import (
     RenderCancelled,
     RenderError,
 )
-from timeline.ffmpeg import ffmpeg_binary, ffprobe_binary
+from timeline.ffmpeg import ffmpeg_binary, ffprobe_binary, run_ffmpeg
 from timeline.plan import RenderPlan, render_plan
 from timeline.render import RenderResult, probe_sources, render, verify_output
 from timeline.spec import Compilation, parse_compilation
@@ -183,7 +184,7 @@ def test_blur_fill_is_blurred_not_stretched(mixed_dir, tmp_path):
 def test_overlay_texts_full_of_special_characters_render(mixed_dir, tmp_path):
     clips = [{"path": "surround.mp4", "title": t, "creator": c}
              for t, c in zip(NASTY, reversed(NASTY), strict=True)]  # fmt: skip
-    compilation = compile_({"clips": clips[:4], "transitions": {"duration": 0.2}})
+    compilation = compile_({"clips": clips, "transitions": {"duration": 0.2}})  # all nine
     result, plan = render_and_plan(compilation, mixed_dir, tmp_path / "out.mp4")
     assert_matches_plan(result, plan, 320, 180)
 
@@ -310,7 +311,9 @@ def music_renders(mixed_dir, tmp_path_factory):
             "music": {"path": "music.m4a", "volume": 1.0, "duck": duck, "fade_out": 0.5},
             "watermark": {"path": "logo.png", "opacity": 1.0, "position": "top-left"},
         })  # fmt: skip
-        found[duck] = render_and_plan(compilation, mixed_dir, out / f"duck-{duck}.mp4")
+        with mock.patch("timeline.render.run_ffmpeg", wraps=run_ffmpeg) as ran:
+            found[duck] = render_and_plan(compilation, mixed_dir, out / f"duck-{duck}.mp4")
+        found["commands", duck] = [list(call.args[0]) for call in ran.call_args_list]
     return found
 
 
@@ -343,9 +346,30 @@ def test_music_fades_out_before_the_outro_without_a_silent_gap(music_renders):
     assert 0.002 < fading < 0.7 * full
 
 
-def test_watermark_and_music_come_from_the_same_single_render(music_renders):
+def _inputs(args: list[str]) -> list[str]:
+    return [Path(args[k + 1]).name for k, a in enumerate(args) if a == "-i"]
+
+
+def test_watermark_and_music_come_from_the_same_single_render(music_renders, mixed_dir):
     result, plan = music_renders[True]
-    assert len(plan.segments()) == len(plan.items)  # one encode per item, joined by copy
+    commands = music_renders["commands", True]
+    sources = {p.name for p in mixed_dir.iterdir()}
+    encodes = [a for a in commands if "-c:v" in a and a[a.index("-c:v") + 1] != "copy"]
+    # every video encode reads only the user's files (never an earlier encode's output) and
+    # writes a segment; the watermark is drawn in those encodes, not in a pass of its own
+    assert encodes and all(Path(a[-1]).name.startswith("segment-") for a in encodes)
+    assert all(set(_inputs(a)) <= sources for a in encodes), encodes
+    assert all("logo.png" in _inputs(a) for a in encodes)
+    # the music goes in with the sound, which is encoded once (AAC), never twice
+    sound = [a for a in commands if "music.m4a" in _inputs(a)]
+    assert len(sound) == 1 and Path(sound[0][-1]).name == "audio.m4a"
+    assert set(_inputs(sound[0])) <= sources
+    # and the last step joins them by stream copy: nothing is re-encoded
+    [join] = [a for a in commands if Path(a[-1]).suffix != ".jpg" and a not in encodes + sound]
+    assert join[join.index("-c") + 1] == "copy" and "-c:v" not in join and "-c:a" not in join
+    assert set(_inputs(join)) == {"segments.txt", "audio.m4a"}
+    # each output frame is encoded exactly once: the segments' lengths add up to the video's
+    assert sum(int(a[a.index("-frames:v") + 1]) for a in encodes) == plan.total_frames
     for at in (0.5, 2.5, 4.5):
         r, g, b = pixel(frame_rgb(result.path, at), 6 + 24, 6 + 12)
         assert r > 200 and g < 60 and b < 60
