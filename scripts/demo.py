@@ -370,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    # Ctrl-C stops the demo even when it was started from a shell's background job, which
+    # starts its commands with SIGINT ignored (Python keeps an ignored SIGINT ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     return run(args)
 
 

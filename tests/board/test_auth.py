@@ -155,6 +155,30 @@ def test_submitters_cannot_see_each_others_jobs_media_or_outputs(world: World):
     assert world.callers["admin"].get(f"{API}/jobs/{world.held}").status_code == 200
 
 
+def test_a_finished_job_s_output_is_served_to_its_submitter_only(shared_board, media_dir, rendered):
+    lane = new_lane()
+    alice, bob = Submitter(shared_board, lane=lane), Submitter(shared_board, lane=lane)
+    media = alice.upload(media_dir / "a.mp4")["id"]
+    job_id = alice.submit_ok(alice.compilation(media))["id"]
+    farmhand = Farmhand(shared_board, lane=lane)
+    lease = farmhand.claim_ok()
+    assert lease.job_id == job_id
+    lease.finish(rendered)
+    assert alice.job(job_id)["state"] == "succeeded"
+    served = alice.http.get(f"{API}/jobs/{job_id}/output")
+    assert served.status_code == 200 and served.content == rendered
+    with shared_board.admin() as admin:
+        assert admin.get(f"{API}/jobs/{job_id}/output").status_code == 200
+    # the same job id, now with something to serve: still not Bob's to see
+    for path in ("", "/output", "/thumbnail", "/history"):
+        r = bob.http.get(f"{API}/jobs/{job_id}{path}")
+        assert r.status_code == 404, (path, r.text)
+    r = bob.http.get(f"{API}/jobs/{job_id}/output", headers={"Range": "bytes=0-99"})
+    assert r.status_code == 404 and rendered[:100] not in r.content
+    for client in (alice, bob, farmhand):
+        client.close()
+
+
 def test_farmhand_downloads_only_media_of_the_job_it_holds(world: World):
     fh = world.farmhand.http
     lease = {"X-Lease-Token": world.lease.token}

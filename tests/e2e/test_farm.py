@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import collections
+import functools
+import http.server
 import json
 import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
 
 from tests.harness import ffmpeg_children_of, wait_for
+from tests.reliability.tools import ThrottledProxy
 
 pytestmark = pytest.mark.slow
 
@@ -240,3 +245,51 @@ def test_board_down_for_20_s_during_a_render_the_job_still_completes_once(farm, 
     assert [e["to_state"] for e in history["events"]].count("succeeded") == 1
     served = alice.get(f"/api/v1/jobs/{job_id}/output")
     assert served.status_code == 200 and len(served.content) == done["output"]["size"]
+
+
+class _CountingHandler(http.server.SimpleHTTPRequestHandler):
+    counts: collections.Counter
+
+    def log_message(self, *args) -> None:
+        return
+
+    def send_head(self):
+        self.counts[(self.command, self.path)] += 1
+        return super().send_head()
+
+
+def test_a_second_job_using_the_same_media_downloads_nothing_again(farm, media_dir, tmp_path):
+    """Board media and a web clip used by two jobs in turn: the farmhand's cache serves the
+    second; neither the board nor the web server is asked for the files again."""
+    shutil.copy(media_dir / "b.mp4", tmp_path / "web-clip.mp4")
+    counts: collections.Counter = collections.Counter()
+    handler = functools.partial(type("Counting", (_CountingHandler,), {"counts": counts}),
+                                directory=str(tmp_path))  # fmt: skip
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    board = farm.board()
+    alice = board.client(board.token("submitter", "alice"))
+    clip = upload(alice, media_dir / "a.mp4")
+    proxy = ThrottledProxy(board.port, up_rate=100_000_000, down_rate=100_000_000)
+    try:
+        farm.farmhand(board, "pc1", FARMHAND_BOARD_URL=proxy.url)
+
+        def run(title: str) -> tuple[int, int]:
+            body = {"compilation": {
+                "title": title, "output": {"width": 320, "height": 180, "fps": 30},
+                "clips": [{"media": clip},
+                          {"url": f"http://127.0.0.1:{server.server_address[1]}/web-clip.mp4"}],
+            }}  # fmt: skip
+            job_id = alice.post("/api/v1/jobs", json=body).json()["id"]
+            done = wait_state(alice, job_id, "succeeded", "failed", timeout=90)
+            assert done["state"] == "succeeded", done["error"]
+            board_media = sum(1 for _, req, _ in proxy.exchanges
+                              if req.startswith("GET") and "/media/" in req)  # fmt: skip
+            return board_media, sum(n for (verb, _), n in counts.items() if verb == "GET")
+
+        first = run("first")
+        assert first[0] >= 1 and first[1] >= 1  # both were fetched once, for the first job
+        assert run("second") == first  # and never again
+    finally:
+        proxy.close()
+        server.shutdown()
