@@ -97,7 +97,7 @@ def _sqlite_engine(url: str, *, begin: str, pool_size: int) -> AsyncEngine:
     return engine
 
 
-def _sqlite_pragmas(engine: Engine, begin: str) -> None:
+def _sqlite_pragmas(engine: Engine, begin: str | None) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:
         # Take transaction control away from the driver so we can say BEGIN IMMEDIATE ourselves.
@@ -109,14 +109,18 @@ def _sqlite_pragmas(engine: Engine, begin: str) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn) -> None:
-        conn.exec_driver_sql(begin)
+    if begin is not None:
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn) -> None:
+            conn.exec_driver_sql(begin)
 
     _refuse_unstorable_values(engine)
 
 
-def _sync_sqlite_engine(url: str, *, begin: str, pool_size: int) -> Engine:
+def _sync_sqlite_engine(url: str, *, begin: str | None, pool_size: int) -> Engine:
+    """``begin``: the statement that opens a transaction; None for a connection that runs each
+    statement on its own (autocommit), which is enough for one SELECT."""
     engine = create_engine(
         url.replace("sqlite+aiosqlite://", "sqlite://"),
         pool_size=pool_size,
@@ -240,6 +244,8 @@ class Database:
             self._sqlite_writer = SqliteWriter(url)
             self._sync_reader = _sync_sqlite_engine(url, begin="BEGIN", pool_size=4)
             self._read_pool = ThreadPoolExecutor(4, thread_name_prefix="sqlite-reader")
+            self._lookups = _sync_sqlite_engine(url, begin=None, pool_size=1)
+            self._lookup_conn: Connection | None = None
         else:
             self._writer = create_async_engine(
                 # no pre-ping: a round trip per checkout; a dropped connection fails one request
@@ -285,6 +291,28 @@ class Database:
                 raise BadRequest(f"the board's database refused a value: {why}") from None
             raise
 
+    async def lookup(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(connection)``, which must be a single SELECT of a few rows by an index (the
+        token of a request). On SQLite it runs right here, on the event loop's thread, outside
+        any transaction (one statement reads one consistent snapshot): an indexed read takes
+        microseconds, less than handing it to a reader thread and back. Elsewhere: ``query``."""
+        if not self.is_sqlite:
+            return await self.query(fn)
+        if self._lookup_conn is None or self._lookup_conn.closed:
+            self._lookup_conn = self._lookups.connect()
+            # it runs on the event loop: never wait long for a lock (WAL readers rarely do)
+            self._lookup_conn.exec_driver_sql("PRAGMA busy_timeout=2000")
+        conn = self._lookup_conn
+        try:
+            return fn(conn)
+        except DBAPIError:
+            conn.invalidate()
+            self._lookup_conn = None
+            raise
+        finally:
+            if self._lookup_conn is not None:
+                conn.rollback()  # ends SQLAlchemy's autobegun transaction; SQLite has none open
+
     def _read_sync(self, fn: Callable[[Connection], T]) -> T:
         with self._sync_reader.connect() as conn:
             with conn.begin():
@@ -323,6 +351,9 @@ class Database:
             await asyncio.to_thread(self._sqlite_writer.close)
             self._read_pool.shutdown(wait=False)
             self._sync_reader.dispose()
+            if self._lookup_conn is not None:
+                self._lookup_conn.close()
+            self._lookups.dispose()
         await self._writer.dispose()
         if self._reader is not self._writer:
             await self._reader.dispose()

@@ -67,7 +67,7 @@ def upload_owner(key: str) -> tuple[str, str] | None:
 async def _check_lease(board: BoardState, job_id: str, lease_token: str | None) -> None:
     if not lease_token:
         raise BadRequest("X-Lease-Token header missing")
-    await board.db.query(lambda conn: held_job(conn, job_id, lease_token))
+    await board.db.lookup(lambda conn: held_job(conn, job_id, lease_token))
 
 
 def _declared(sha256: str | None, size: str | None, max_bytes: int) -> tuple[str, int]:
