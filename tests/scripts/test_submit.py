@@ -3,9 +3,12 @@ everything, rejected jobs and bad tokens reported, and --wait downloading a real
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import shutil
 import subprocess
+import threading
 
 import pytest
 
@@ -263,3 +266,37 @@ def test_the_same_compilation_twice_in_a_manifest_is_one_job(alice, media_dir, t
     rows = [line.split() for line in done.stdout.splitlines()[1:]]
     assert len(rows) == 2 and rows[0][1] == rows[1][1]
     assert alice.jobs_total() == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["sqlite"])
+def test_wait_exits_1_and_says_why_when_a_job_fails(alice, media_dir, tmp_path):
+    """One good compilation and one whose clip URL answers 404: the good video is saved, the
+    bad job is shown failed with the reason, and the run exits 1."""
+    shutil.copy(media_dir / "a.mp4", tmp_path / "a.mp4")
+    www = tmp_path / "www"
+    www.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    gone = f"http://127.0.0.1:{server.server_address[1]}/gone.mp4"
+    small = {"width": 320, "height": 180, "fps": 30, "quality": "draft"}
+    manifest = tmp_path / "mixed.json"
+    manifest.write_text(json.dumps([
+        {"title": "good one", "output": small, "clips": [{"path": "a.mp4"}]},
+        {"title": "bad one", "output": small, "clips": [{"path": "a.mp4"}, {"url": gone}]},
+    ]))  # fmt: skip
+    hand = RunningFarmhand(alice.board, tmp_path / "fh", "pc1").start()
+    try:
+        done = alice.submit(
+            str(manifest), "--wait", "--out", str(tmp_path / "out"), "--timeout", "150", timeout=200
+        )
+    finally:
+        hand.stop()
+        server.shutdown()
+    assert done.returncode == 1, done.stdout + done.stderr + hand.log()
+    saved = list((tmp_path / "out").glob("*.mp4"))
+    assert len(saved) == 1 and saved[0].name.startswith("good-one-j")
+    bad_line = next(line for line in done.stdout.splitlines() if "bad one" in line)
+    assert "failed" in bad_line, done.stdout
+    assert "gone.mp4" in done.stdout + done.stderr and "404" in done.stdout + done.stderr
