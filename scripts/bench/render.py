@@ -35,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
-from tests.timeline.samples import set_rotation  # noqa: E402
+from tests.timeline.samples import PeakMemory, set_rotation  # noqa: E402
 from timeline.encoders import software_encoder  # noqa: E402
 from timeline.filtergraph import item_video, mix_audio_graph, part_audio_graph  # noqa: E402
 from timeline.plan import RenderPlan, render_plan  # noqa: E402
@@ -399,41 +398,6 @@ def measure_naive(compilation: Compilation, sources: dict[str, Path], work: Path
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     return watch.timing
-
-
-class PeakMemory:
-    """Samples the summed RSS of this process's descendants (the ffmpeg tree) in a thread."""
-
-    def __init__(self, interval_s: float = 0.02) -> None:
-        self.interval_s = interval_s
-        self.peak_children = 0
-        self.peak_self = 0
-        self.most_processes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _sample(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total, count = 0, 0
-            for child in me.children(recursive=True):
-                try:
-                    total += child.memory_info().rss
-                    count += 1
-                except psutil.Error:
-                    pass
-            self.peak_children = max(self.peak_children, total)
-            self.most_processes = max(self.most_processes, count)
-            self.peak_self = max(self.peak_self, me.memory_info().rss)
-            self._stop.wait(self.interval_s)
 
 
 # ---------------------------------------------------------------- reporting

@@ -99,8 +99,11 @@ def test_the_summary_counts_rendered_video_and_queue_wait_and_a_job_shows_its_et
         summary = browser.get("/").text
         assert _stat(summary, "done last hour") == ("1", "2s of video rendered")
         value, note = _stat(summary, "queue wait")
-        # two claims, after ~2.2 s and ~1.1 s in the queue: the median between them
-        assert value in ("1s", "2s") and note.startswith("median, p90 2s"), (value, note)
+        # two claims after at least 2.2 s and 1.1 s in the queue (only lower bounds: a slow
+        # machine makes the waits longer, never shorter)
+        p90 = re.fullmatch(r"median, p90 (\d+)s \(last hour\)", note)
+        assert re.fullmatch(r"\d+s", value) and int(value[:-1]) >= 1, value
+        assert p90 and int(p90[1]) >= 2, note
         assert _stat(summary, "rendering") == ("1", "0 claimed, 1 running")  # it heartbeat
         row = re.search(rf'<tr id="job-{running_id}".*?</tr>', summary, re.S)[0]
         assert 'data-kind="eta" data-eta="65.0"' in row

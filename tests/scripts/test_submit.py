@@ -168,6 +168,19 @@ def test_the_console_script_is_installed():
     assert done.returncode == 0 and "--dry-run" in done.stdout
 
 
+def submit_with_a_farmhand(alice, manifest, tmp_path):
+    """``clipfarm-submit MANIFEST --wait`` while a farmhand ``pc1`` renders; (the finished
+    run, the farmhand, stopped, for its log)."""
+    hand = RunningFarmhand(alice.board, tmp_path / "fh", "pc1").start()
+    try:
+        done = alice.submit(
+            str(manifest), "--wait", "--out", str(tmp_path / "out"), "--timeout", "150", timeout=200
+        )
+    finally:
+        hand.stop()
+    return done, hand
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["sqlite"])
 def test_wait_follows_the_job_and_downloads_a_playable_video(alice, media_dir, tmp_path):
@@ -193,13 +206,7 @@ def test_wait_follows_the_job_and_downloads_a_playable_video(alice, media_dir, t
             indent=2,
         )
     )
-    hand = RunningFarmhand(alice.board, tmp_path / "fh", "pc1").start()
-    try:
-        done = alice.submit(
-            str(manifest), "--wait", "--out", str(tmp_path / "out"), "--timeout", "150", timeout=200
-        )
-    finally:
-        hand.stop()
+    done, hand = submit_with_a_farmhand(alice, manifest, tmp_path)
     assert done.returncode == 0, done.stderr + hand.log()
     saved = list((tmp_path / "out").glob("*.mp4"))
     assert len(saved) == 1 and saved[0].name.startswith("show-1-1-j")
@@ -286,13 +293,9 @@ def test_wait_exits_1_and_says_why_when_a_job_fails(alice, media_dir, tmp_path):
         {"title": "good one", "output": small, "clips": [{"path": "a.mp4"}]},
         {"title": "bad one", "output": small, "clips": [{"path": "a.mp4"}, {"url": gone}]},
     ]))  # fmt: skip
-    hand = RunningFarmhand(alice.board, tmp_path / "fh", "pc1").start()
     try:
-        done = alice.submit(
-            str(manifest), "--wait", "--out", str(tmp_path / "out"), "--timeout", "150", timeout=200
-        )
+        done, hand = submit_with_a_farmhand(alice, manifest, tmp_path)
     finally:
-        hand.stop()
         server.shutdown()
     assert done.returncode == 1, done.stdout + done.stderr + hand.log()
     saved = list((tmp_path / "out").glob("*.mp4"))

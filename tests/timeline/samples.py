@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import struct
 import subprocess
+import threading
 from pathlib import Path
+
+import psutil
 
 from tests.media import FFMPEG
 
@@ -62,3 +65,40 @@ def make_interlaced(path: Path, *, duration: float = 1.0) -> Path:
         check=True,
     )  # fmt: skip
     return path
+
+
+class PeakMemory:
+    """Samples, in a thread, the summed RSS of this process's descendants (the ffmpeg tree),
+    the most of them alive at once, and this process's own RSS. Used by the memory test and
+    ``scripts/bench/render.py --memory``."""
+
+    def __init__(self, interval_s: float = 0.02) -> None:
+        self.interval_s = interval_s
+        self.peak_children = 0
+        self.peak_self = 0
+        self.most_processes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total, count = 0, 0
+            for child in me.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                    count += 1
+                except psutil.Error:
+                    pass
+            self.peak_children = max(self.peak_children, total)
+            self.most_processes = max(self.most_processes, count)
+            self.peak_self = max(self.peak_self, me.memory_info().rss)
+            self._stop.wait(self.interval_s)
