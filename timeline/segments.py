@@ -26,9 +26,10 @@ AUDIO_BITRATE = "192k"
 READ_MARGIN_FRAMES = 3
 READ_MARGIN_S = 0.1  # where the source's rate is unknown
 # Resident memory of a segment's ffmpeg (ffmpeg 5.1, libx264 "standard" with its lookahead at
-# 20 pictures, one thread each), measured: about 60 MB + 125 MB per megapixel of output for the process and its encoder, and
-# for each input 15 MB per megapixel of source (its decoder) + 10 MB per megapixel of output
-# (its filters). 1080p out: 320 MB + 52 MB per 1080p input; 720p out: 175 MB + 40 MB.
+# 20 pictures, one thread each), an upper estimate of what was measured: about 60 MB + 125 MB
+# per megapixel of output for the process and its encoder (310 MB measured at 1080p), and for
+# each input 15 MB per megapixel of source (its decoder) + 10 MB per megapixel of output (its
+# filters): 52 MB per 1080p input into 1080p (about 30 measured).
 SEGMENT_BASE_MB = 60.0
 ENCODER_MB_PER_MPX = 125.0
 DECODER_MB_PER_MPX = 15.0
@@ -44,7 +45,7 @@ OUTPUT_COLOR = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc
 
 def segment_memory_mb(plan: RenderPlan) -> float:
     """About how much memory one segment's ffmpeg takes before its inputs: the process and
-    its encoder (x264 keeps some 40 pictures of lookahead)."""
+    its encoder (x264 keeps 20 pictures of lookahead, see timeline/encoders.py)."""
     return SEGMENT_BASE_MB + ENCODER_MB_PER_MPX * plan.width * plan.height / 1e6
 
 
