@@ -22,12 +22,12 @@ import asyncio
 import functools
 import json
 import time
+from collections import namedtuple
 from datetime import UTC, datetime
 
 import msgspec
 from sqlalchemy import (
     Float,
-    Row,
     Text,
     and_,
     bindparam,
@@ -42,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from board import lifecycle
+from board.db import Prepared, PreparedWrite, among
 from board.errors import Forbidden
 from board.farm import upsert_farmhand
 from board.lifecycle import new_lease_token, record_event, release_forgotten_claims
@@ -54,9 +55,10 @@ from wire import Claim, ClaimRequest, Release
 CANDIDATES = 8  # a page of the queue; the first one is nearly always taken
 NOW = bindparam("now", type_=Float)
 GRACE_CUT = bindparam("grace_cut", type_=Float)
-TAKE = update(jobs).where(jobs.c.id == bindparam("b_id"), jobs.c.state == "queued")
-INSERT_ATTEMPT = insert(attempts)
-FARMHAND_STATE = select(farmhands.c.state).where(farmhands.c.id == bindparam("b_id"))
+TAKE = PreparedWrite(update(jobs).where(jobs.c.id == bindparam("b_id"), jobs.c.state == "queued"))
+INSERT_ATTEMPT = PreparedWrite(insert(attempts))
+FARMHAND_STATE = Prepared(select(farmhands.c.state).where(farmhands.c.id == bindparam("b_id")))
+Candidate = namedtuple("Candidate", "id attempts failed_by")
 RECHECK_S = 1.0  # how often a paused farmhand's long-poll looks whether it was resumed
 
 
@@ -67,7 +69,7 @@ def _eligible(skills: Skills, gpu_codecs: frozenset[str]):
         has_hw, has_sw = codec in skills.hardware, codec in skills.software
         is_codec = jobs.c.req_codec == codec
         if has_hw:
-            ors.append(and_(is_codec, jobs.c.req_encoder.in_(("gpu", "any"))))
+            ors.append(and_(is_codec, among(jobs.c.req_encoder, ("gpu", "any"))))
         if has_sw:
             ors.append(and_(is_codec, jobs.c.req_encoder == "cpu"))
             if not has_hw:
@@ -83,7 +85,7 @@ def _eligible(skills: Skills, gpu_codecs: frozenset[str]):
 
 
 def _better_left_to_others(
-    conn: Connection, row: Row, farmhand_id: int, online: OnlineFarm
+    conn: Connection, row: Candidate, farmhand_id: int, online: OnlineFarm
 ) -> bool:
     """A farmhand that failed this job skips it while another online farmhand that has not
     failed it could take it (a retry elsewhere is likelier to succeed)."""
@@ -113,9 +115,9 @@ def _candidates_query(skills: Skills, gpu_codecs: frozenset[str]):
     """Claimable jobs this farmhand can do, best first (page with ``.offset``; bind ``now`` and
     ``grace_cut``). Built once per kind of farmhand: building the expression costs more than
     running it."""
-    foreign_tag = exists().where(
-        job_tags.c.job_id == jobs.c.id, job_tags.c.tag.not_in(sorted(skills.tags))
-    )
+    foreign_tag = exists().where(job_tags.c.job_id == jobs.c.id)  # with no tags, any tag is
+    if skills.tags:
+        foreign_tag = foreign_tag.where(~among(job_tags.c.tag, sorted(skills.tags)))
     return (
         select(jobs.c.id, jobs.c.attempts, type_coerce(jobs.c.failed_by, Text).label("failed_by"))
         .where(
@@ -129,9 +131,15 @@ def _candidates_query(skills: Skills, gpu_codecs: frozenset[str]):
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _first_candidates(skills: Skills, gpu_codecs: frozenset[str]) -> Prepared:
+    """The first page of ``_candidates_query``, compiled once: nearly every claim reads only it."""
+    return Prepared(_candidates_query(skills, gpu_codecs))
+
+
 def _take(
     conn: Connection,
-    row: Row,
+    row: Candidate,
     farmhand_id: int,
     farmhand_name: str,
     lease_s: float,
@@ -143,10 +151,9 @@ def _take(
     lease_token = new_lease_token(token_id)
     expires = now + lease_s
     attempt = row.attempts + 1
-    result = conn.execute(
-        TAKE,
+    result = TAKE.execute(
+        conn,
         {
-            "b_id": row.id,
             "state": "claimed",
             "lease_token": lease_token,
             "lease_expires_at": expires,
@@ -158,11 +165,12 @@ def _take(
             "progress": 0.0,
             "updated_at": now,
         },
+        {"b_id": row.id},
     )
     if result.rowcount != 1:
         return None
-    conn.execute(
-        INSERT_ATTEMPT,
+    INSERT_ATTEMPT.execute(
+        conn,
         {
             "job_id": row.id,
             "number": attempt,
@@ -189,13 +197,14 @@ async def _try_claim(
     now = time.time()
     online = await board.online_farm()
     query = _candidates_query(skills, online.gpu_codecs)
+    first_page = _first_candidates(skills, online.gpu_codecs)
     binds = {"now": now, "grace_cut": now - config.gpu_grace_s}
     is_sqlite = board.db.is_sqlite
 
     def take_best(conn: Connection) -> tuple[str, str, float] | None:
         # An admin may have paused or drained this farmhand while its claim was waiting.
-        state = conn.execute(FARMHAND_STATE, {"b_id": farmhand_id}).scalar()
-        if state != "active":
+        state = FARMHAND_STATE.execute(conn, {"b_id": farmhand_id}).fetchone()
+        if state is None or state[0] != "active":
             return None
         if is_sqlite:
             return take_first_fit(conn)
@@ -205,8 +214,11 @@ async def _try_claim(
         # SQLite: BEGIN IMMEDIATE made this transaction the only writer; page down the queue.
         offset = 0
         while True:
-            rows = conn.execute(query.offset(offset) if offset else query, binds).all()
-            for row in rows:
+            if offset:
+                rows = conn.execute(query.offset(offset), binds).all()
+            else:
+                rows = first_page.execute(conn, binds).fetchall()
+            for row in map(Candidate._make, rows):
                 if _better_left_to_others(conn, row, farmhand_id, online):
                     continue
                 taken = _take(conn, row, farmhand_id, farmhand_name, config.lease_s, now, token_id)
@@ -225,6 +237,7 @@ async def _try_claim(
             row = conn.execute(locked, binds).first()
             if row is None:
                 return None
+            row = Candidate._make(row)
             if _better_left_to_others(conn, row, farmhand_id, online):
                 passed.append(row.id)
                 continue
@@ -328,9 +341,9 @@ async def claim(
                 board.feed.work.leave(armed)
         await asyncio.sleep(min(left, RECHECK_S))
         state = await board.db.query(
-            lambda conn: conn.execute(FARMHAND_STATE, {"b_id": me.farmhand_id}).scalar()
+            lambda conn: FARMHAND_STATE.execute(conn, {"b_id": me.farmhand_id}).fetchone()
         )
-        may_claim = state == "active"
+        may_claim = state is not None and state[0] == "active"
     return None
 
 

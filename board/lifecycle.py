@@ -12,6 +12,7 @@ max attempts, quarantine) is decided here and nowhere else.
 
 from __future__ import annotations
 
+import json
 import random
 import secrets
 import time
@@ -19,9 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy import Text, and_, bindparam, insert, select, type_coerce, update
 from sqlalchemy.engine import Connection
 
+from board.db import Prepared, PreparedWrite, among
 from board.errors import Conflict, LeaseLost, NotFound
 from board.models import attempts, farmhands, job_events, jobs, outputs, usage
 from board.state import BoardState
@@ -29,40 +31,69 @@ from wire import ACTIVE_STATES, Complete, Fail, Heartbeat, HeartbeatReply, Relea
 
 STDERR_TAIL_MAX = 8000
 
-# The hot statements, built once: constructing a SQLAlchemy expression costs more than running it.
-# Parameters named b_* fill WHERE clauses; the others name the columns to SET.
-INSERT_EVENT = insert(job_events)
-SELECT_HELD = (
+# The hot statements, built and compiled once: constructing a SQLAlchemy expression, and running
+# it through SQLAlchemy, cost more than the database takes to run it (board/db.py, Prepared).
+# Parameters named b_* fill WHERE clauses; a PreparedWrite writes the columns its call names.
+INSERT_EVENT = PreparedWrite(insert(job_events))
+SELECT_HELD = Prepared(
     select(
         jobs.c.id,
         jobs.c.state,
         jobs.c.attempts,
         jobs.c.max_attempts,
         jobs.c.farmhand_id,
-        jobs.c.submitter_id,
-        jobs.c.failed_by,
         farmhands.c.name.label("farmhand"),
+        jobs.c.submitter_id,
+        type_coerce(jobs.c.failed_by, Text).label("failed_by"),
     )
     .select_from(jobs.outerjoin(farmhands, farmhands.c.id == jobs.c.farmhand_id))
     .where(
         jobs.c.id == bindparam("b_id"),
         jobs.c.lease_token == bindparam("b_lease"),
-        jobs.c.state.in_(ACTIVE_STATES),
+        among(jobs.c.state, ACTIVE_STATES),
     )
 )
-FENCED_UPDATE = update(jobs).where(
-    jobs.c.id == bindparam("b_id"),
-    jobs.c.lease_token == bindparam("b_lease"),
-    jobs.c.state.in_(ACTIVE_STATES),
+FENCED_UPDATE = PreparedWrite(
+    update(jobs).where(
+        jobs.c.id == bindparam("b_id"),
+        jobs.c.lease_token == bindparam("b_lease"),
+        among(jobs.c.state, ACTIVE_STATES),
+    )
 )
 RESET_FAILURES = (
     update(farmhands)
     .where(farmhands.c.id == bindparam("b_id"), farmhands.c.consecutive_failures != 0)
     .values(consecutive_failures=0)
 )
-END_ATTEMPT = update(attempts).where(
-    attempts.c.lease_token == bindparam("b_lease"), attempts.c.outcome.is_(None)
+END_ATTEMPT = PreparedWrite(
+    update(attempts).where(
+        attempts.c.lease_token == bindparam("b_lease"), attempts.c.outcome.is_(None)
+    )
 )
+HEARTBEAT_ROW = Prepared(
+    select(jobs.c.state, jobs.c.stage, jobs.c.progress, jobs.c.farmhand_id).where(
+        jobs.c.id == bindparam("b_id"),
+        jobs.c.lease_token == bindparam("b_lease"),
+        among(jobs.c.state, ACTIVE_STATES),
+    )
+)
+FARMHAND_SEEN = Prepared(
+    update(farmhands)
+    .where(farmhands.c.id == bindparam("b_id"))
+    .values(last_seen_at=bindparam("b_now"))
+)
+FARMHAND_DID_ONE = Prepared(
+    update(farmhands)
+    .where(farmhands.c.id == bindparam("b_id"))
+    .values(
+        consecutive_failures=0,
+        jobs_done=farmhands.c.jobs_done + 1,
+        last_seen_at=bindparam("b_now"),
+    )
+)
+FARMHAND_NAME = Prepared(select(farmhands.c.name).where(farmhands.c.id == bindparam("b_id")))
+INSERT_OUTPUT = PreparedWrite(insert(outputs))
+INSERT_USAGE = PreparedWrite(insert(usage))
 # Stages that move bytes over the network: their speed is the link's, not ffmpeg's, so they are
 # not watched for stalls (the lease still is). A stage change counts as progress.
 TRANSFER_STAGES = ("fetching", "uploading")
@@ -78,8 +109,8 @@ def record_event(
     message: str = "",
     at: float | None = None,
 ) -> None:
-    conn.execute(
-        INSERT_EVENT,
+    INSERT_EVENT.execute(
+        conn,
         {
             "job_id": job_id,
             "at": at or time.time(),
@@ -123,19 +154,12 @@ class Held:
 
 def held_job(conn: Connection, job_id: str, lease_token: str) -> Held:
     """The job, if ``lease_token`` still holds it; LeaseLost otherwise."""
-    row = conn.execute(SELECT_HELD, {"b_id": job_id, "b_lease": lease_token}).first()
+    row = SELECT_HELD.execute(conn, {"b_id": job_id, "b_lease": lease_token}).fetchone()
     if row is None:
         raise LeaseLost(job_id)
-    return Held(
-        id=row.id,
-        state=row.state,
-        attempts=row.attempts,
-        max_attempts=row.max_attempts,
-        farmhand_id=row.farmhand_id,
-        farmhand=row.farmhand,
-        submitter_id=row.submitter_id,
-        failed_by=list(row.failed_by or []),
-    )
+    *fields, failed_by = row  # JSON text on SQLite; asyncpg decodes JSON itself
+    failed = json.loads(failed_by) if isinstance(failed_by, str) else failed_by
+    return Held(*fields, failed_by=list(failed or []))
 
 
 def cancelled_under(conn: Connection, job_id: str, lease_token: str) -> bool:
@@ -164,7 +188,7 @@ def check_lease(
 
 
 def _fenced_update(conn: Connection, job_id: str, lease_token: str, values: dict[str, Any]) -> None:
-    result = conn.execute(FENCED_UPDATE, {"b_id": job_id, "b_lease": lease_token, **values})
+    result = FENCED_UPDATE.execute(conn, values, {"b_id": job_id, "b_lease": lease_token})
     if result.rowcount != 1:
         raise LeaseLost(job_id)
 
@@ -174,8 +198,8 @@ def _end_attempt(
 ) -> None:
     if values.get("stderr_tail"):
         values["stderr_tail"] = values["stderr_tail"][-STDERR_TAIL_MAX:]
-    conn.execute(
-        END_ATTEMPT, {"b_lease": lease_token, "outcome": outcome, "ended_at": at, **values}
+    END_ATTEMPT.execute(
+        conn, {"outcome": outcome, "ended_at": at, **values}, {"b_lease": lease_token}
     )
 
 
@@ -191,15 +215,7 @@ async def heartbeat(
     expires = now + board.config.lease_s
 
     def unit(conn: Connection) -> str | None:
-        row = (
-            conn.execute(
-                select(jobs.c.state, jobs.c.stage, jobs.c.progress, jobs.c.farmhand_id).where(
-                    jobs.c.id == job_id,
-                    jobs.c.lease_token == beat.lease_token,
-                    jobs.c.state.in_(ACTIVE_STATES),
-                )
-            )
-        ).first()
+        row = HEARTBEAT_ROW.execute(conn, {"b_id": job_id, "b_lease": beat.lease_token}).fetchone()
         if row is None:
             if cancelled_under(conn, job_id, beat.lease_token):
                 return None
@@ -211,21 +227,20 @@ async def heartbeat(
             "eta_s": beat.eta_s,
             "updated_at": now,
         }
+        state, stage, progress, farmhand_id = row
         # Stall detection watches progress, not heartbeats: a hung ffmpeg keeps heartbeating.
-        if beat.progress > row.progress or beat.stage != row.stage or row.state == "claimed":
+        if beat.progress > progress or beat.stage != stage or state == "claimed":
             values["progress_at"] = now
-        if row.state == "claimed":
+        if state == "claimed":
             values["state"] = "running"
         _fenced_update(conn, job_id, beat.lease_token, values)
-        if row.state == "claimed":
-            name = _farmhand_name(conn, row.farmhand_id)
+        if state == "claimed":
+            name = _farmhand_name(conn, farmhand_id)
             record_event(
                 conn, job_id, "claimed", "running", farmhand=name, message=beat.stage, at=now
             )
-        conn.execute(
-            update(farmhands).where(farmhands.c.id == row.farmhand_id).values(last_seen_at=now)
-        )
-        return row.state
+        FARMHAND_SEEN.execute(conn, {"b_id": farmhand_id, "b_now": now})
+        return state
 
     was = await board.db.transact(unit)
     board.unacknowledged.ack(job_id)
@@ -263,15 +278,16 @@ async def complete(
                 "updated_at": now,
             },
         )
-        conn.execute(insert(outputs).values(job_id=job_id, created_at=now, **output))
-        conn.execute(
-            insert(usage).values(
-                submitter_id=held.submitter_id,
-                job_id=job_id,
-                month=time.strftime("%Y-%m", time.gmtime(now)),
-                render_seconds=output["duration_s"],
-                at=now,
-            )
+        INSERT_OUTPUT.execute(conn, {"job_id": job_id, "created_at": now, **output})
+        INSERT_USAGE.execute(
+            conn,
+            {
+                "submitter_id": held.submitter_id,
+                "job_id": job_id,
+                "month": time.strftime("%Y-%m", time.gmtime(now)),
+                "render_seconds": output["duration_s"],
+                "at": now,
+            },
         )
         _end_attempt(
             conn,
@@ -281,11 +297,7 @@ async def complete(
             encoder=done.encoder or None,
             stderr_tail=done.stderr_tail or None,
         )
-        conn.execute(
-            update(farmhands)
-            .where(farmhands.c.id == held.farmhand_id)
-            .values(consecutive_failures=0, jobs_done=farmhands.c.jobs_done + 1, last_seen_at=now)
-        )
+        FARMHAND_DID_ONE.execute(conn, {"b_id": held.farmhand_id, "b_now": now})
         record_event(
             conn,
             job_id,
@@ -657,7 +669,8 @@ def _farmhand_outcome(
 def _farmhand_name(conn: Connection, farmhand_id: int | None) -> str | None:
     if farmhand_id is None:
         return None
-    return (conn.execute(select(farmhands.c.name).where(farmhands.c.id == farmhand_id))).scalar()
+    row = FARMHAND_NAME.execute(conn, {"b_id": farmhand_id}).fetchone()
+    return row[0] if row else None
 
 
 def _dt(epoch: float) -> datetime:
