@@ -51,8 +51,11 @@ class Storage(ABC):
         """Store a stream under ``key`` atomically; return its size and sha256."""
 
     @abstractmethod
-    async def append(self, key: str, chunks: AsyncIterable[bytes], *, max_total: int) -> int:
-        """Append to a partial upload; return its new size."""
+    async def append(
+        self, key: str, chunks: AsyncIterable[bytes], *, max_total: int, digest=None
+    ) -> int:
+        """Append to a partial upload (feeding ``digest``, a hashlib object, what is appended);
+        return its new size."""
 
     @abstractmethod
     def read_range(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
@@ -82,20 +85,28 @@ class Storage(ABC):
 class LocalStorage(Storage):
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._root = str(root)
         for sub in ("media", "outputs", "uploads", "tmp"):
             (root / sub).mkdir(parents=True, exist_ok=True)
 
     def local_path(self, key: str) -> Path:
         return self.root / _checked(key)
 
+    def _path(self, key: str) -> str:
+        # plain strings on the upload path: pathlib's parsing cost more than the system calls
+        return os.path.join(self._root, _checked(key))
+
     def exists(self, key: str) -> bool:
-        return self.local_path(key).is_file()
+        return os.path.isfile(self._path(key))
 
     def size(self, key: str) -> int:
-        return self.local_path(key).stat().st_size
+        return os.stat(self._path(key)).st_size
 
     def delete(self, key: str) -> None:
-        self.local_path(key).unlink(missing_ok=True)
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass
 
     def keys(self, prefix: str) -> list[str]:
         root = self.local_path(prefix)
@@ -138,36 +149,50 @@ class LocalStorage(Storage):
         return Written(size=size, sha256=digest.hexdigest())
 
     def move_in(self, src: Path, key: str) -> Path:
-        dest = self.local_path(key)
+        dest = self._path(key)
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dest)
+            try:
+                os.replace(src, dest)
+            except FileNotFoundError:  # its folder is new (a missing source fails again below)
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                os.replace(src, dest)
         except OSError as exc:
             if _disk_full(exc):  # a new folder needs room too
                 raise InsufficientStorage("the board's disk is full; try again later") from exc
             raise
-        return dest
+        return Path(dest)
 
     def write_note(self, key: str, text: str) -> None:
         """Write a small text file whole; on a full disk nothing is left and InsufficientStorage
         is raised (507, like every other write), never a bare OSError (500)."""
-        path = self.local_path(key)
+        path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            try:
+                out = open(path, "w")
+            except FileNotFoundError:  # its folder is new
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                out = open(path, "w")
+            with out:
+                out.write(text)
         except OSError as exc:
-            path.unlink(missing_ok=True)
+            self.delete(key)
             if _disk_full(exc):
                 raise InsufficientStorage("the board's disk is full; try again later") from exc
             raise
 
-    async def append(self, key: str, chunks: AsyncIterable[bytes], *, max_total: int) -> int:
+    async def append(
+        self, key: str, chunks: AsyncIterable[bytes], *, max_total: int, digest=None
+    ) -> int:
         """Append a stream to a partial upload and return its new size. What arrived before a
         broken connection stays (that is what makes uploads resumable)."""
-        path = self.local_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = self._path(key)
         try:
-            with open(path, "ab") as out:
+            try:
+                out = open(path, "ab")
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                out = open(path, "ab")
+            with out:
                 total = out.tell()
                 async for chunk in chunks:
                     total += len(chunk)
@@ -176,6 +201,8 @@ class LocalStorage(Storage):
                             f"upload goes past its declared size of {max_total} bytes"
                         )
                     out.write(chunk)
+                    if digest is not None:
+                        digest.update(chunk)
             return total
         except OSError as exc:
             if _disk_full(exc):

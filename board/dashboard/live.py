@@ -92,7 +92,7 @@ async def _stream(
             await asyncio.sleep(MIN_INTERVAL_S)
 
 
-@get("/dashboard/events", guards=[requires(*DASHBOARD_ROLES)], include_in_schema=False)
+@get("/dashboard/events", opt=requires(*DASHBOARD_ROLES), include_in_schema=False)
 async def live_events(
     request: Request,
     board: BoardState,
@@ -110,7 +110,7 @@ async def live_events(
     )
 
 
-@get("/dashboard/session", guards=[requires(*DASHBOARD_ROLES)], include_in_schema=False)
+@get("/dashboard/session", opt=requires(*DASHBOARD_ROLES), include_in_schema=False)
 async def session_info(request: Request) -> dict:
     """Who the session is (the page's script asks after its stream was refused: 401 → sign in)."""
     who: Principal = request.user

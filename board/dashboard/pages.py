@@ -35,7 +35,7 @@ def _page(request: Request, template: str, **context) -> Response:
 class DashboardPages(Controller):
     """Pages for a browser: no session → the sign-in page; errors → an error page."""
 
-    guards = [requires(*DASHBOARD_ROLES)]
+    opt = requires(*DASHBOARD_ROLES)
     include_in_schema = False
     exception_handlers = {
         401: to_signin,
