@@ -19,13 +19,7 @@ from collections.abc import AsyncIterable
 
 from sqlalchemy import select
 
-from board.errors import (
-    BadRequest,
-    Conflict,
-    InsufficientStorage,
-    LeaseLost,
-    RangeNotSatisfiable,
-)
+from board.errors import BadRequest, Conflict, LeaseLost, RangeNotSatisfiable
 from board.lifecycle import complete, held_job
 from board.models import jobs, outputs
 from board.state import BoardState
@@ -129,16 +123,6 @@ def _write_meta(board: BoardState, part: str, sha: str, size: int) -> None:
     board.storage.write_note(part + ".json", json.dumps({"sha256": sha, "size": size}))
 
 
-def _note_resumable(board: BoardState, part: str, sha: str, size: int) -> None:
-    """After a body broke off: the resume note for what arrived, if anything did (best effort:
-    without it the farmhand starts again from byte 0)."""
-    try:
-        if board.storage.exists(part):
-            _write_meta(board, part, sha, size)
-    except (OSError, InsufficientStorage):
-        pass
-
-
 def _discard(board: BoardState, part: str) -> None:
     board.storage.delete(part)
     board.storage.delete(part + ".json")
@@ -164,32 +148,20 @@ async def receive_output(
         storage = board.storage
         staged = staged_key(job_id, lease_token)
         digest = None
-        if start == 0:
-            # A new file (or a restart from zero): begin afresh, hashing as the bytes arrive. The
-            # resume note is written only if this body ends short: a whole file in one body (the
-            # usual case) never needs it.
-            _discard(board, part)
-            storage.delete(staged)
-            digest = hashlib.sha256()
-        elif _read_meta(board, part) != {"sha256": sha, "size": total}:
-            _discard(board, part)  # resuming a different file: it starts from zero
+        if start == 0 or _read_meta(board, part) != {"sha256": sha, "size": total}:
+            _discard(board, part)  # a new file (or a restart from zero): begin afresh
             storage.delete(staged)
             _write_meta(board, part, sha, total)
+        if start == 0:  # the whole file passes through this body: hash it as it arrives
+            digest = hashlib.sha256()
         received = storage.size(part) if storage.exists(part) else 0
         if start != received:
             raise RangeNotSatisfiable(
                 f"upload continues at byte {start}, but the board has {received} bytes; "
                 f"resume from {received}"
             )
-        try:
-            received = await storage.append(part, chunks, max_total=total, digest=digest)
-        except BaseException:
-            if digest is not None:  # what did arrive stays resumable
-                _note_resumable(board, part, sha, total)
-            raise
+        received = await storage.append(part, chunks, max_total=total, digest=digest)
         if received < total:
-            if digest is not None:
-                _write_meta(board, part, sha, total)
             return UploadStatus(received=received, size=total, complete=False)
         # The lease may have ended while the bytes came in (and the janitor taken the part).
         await _check_lease(board, job_id, lease_token)
@@ -206,8 +178,7 @@ async def receive_output(
         # the whole part stays, and the farmhand's retry stages it).
         storage.write_note(staged + ".json", json.dumps({"sha256": sha, "size": total}))
         storage.move_in(storage.local_path(part), staged)
-        if digest is None:
-            storage.delete(part + ".json")
+        storage.delete(part + ".json")
     _locks.pop(part, None)
     return UploadStatus(received=total, size=total, complete=True)
 

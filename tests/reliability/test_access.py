@@ -386,6 +386,9 @@ def stream_body(url: str, target: str, headers: dict[str, str], *, chunked: bool
 def test_oversized_bodies_are_413_without_the_board_holding_them(estate: Estate):
     e = estate
     pid = e.board.proc.pid
+    # The module's lease was claimed in the fixture, tests ago: renew it, so that on a slow machine
+    # it has not run out (a lost lease would make the thumbnail route answer 409 before the body).
+    assert e.lease.heartbeat().status_code == 200
     alice = {"Authorization": f"Bearer {e.alice.token}", "Content-Type": "application/json"}
     farm = {"Authorization": f"Bearer {e.lease.farmhand.token}", "X-Lease-Token": e.lease.token}
     base = f"{API}/farmhand/jobs/{e.held}"
