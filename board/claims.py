@@ -260,7 +260,8 @@ async def _try_claim(
     )
 
 
-CHECK_IN_S = 5.0  # a farmhand's row is refreshed at most this often by its claims
+CHECK_IN_S = 5.0  # a farmhand's row is refreshed at most this often by its claims (and at
+# least twice a lease: a board with short leases must not see an idle farmhand flicker offline)
 
 
 async def _check_in(board: BoardState, request: ClaimRequest, token_id: int) -> CheckIn:
@@ -275,7 +276,7 @@ async def _check_in(board: BoardState, request: ClaimRequest, token_id: int) -> 
         last is not None
         and last.token_id == token_id
         and last.capabilities == caps
-        and now - last.at < CHECK_IN_S
+        and now - last.at < min(CHECK_IN_S, board.config.lease_s / 2)
         and not board.unacknowledged.missing_from(request.farmhand, request.running)
     ):
         return last

@@ -10,10 +10,12 @@ lease's file is always seen as live.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 
 from board.models import jobs, outputs
 from board.outputs import lease_tag, upload_owner
@@ -23,45 +25,56 @@ from wire import ACTIVE_STATES
 log = logging.getLogger("board.janitor")
 
 
-async def sweep_dead_uploads(board: BoardState) -> int:
-    """One pass: delete upload files of leases that no longer hold their job, unless they are the
-    job's committed output. Returns how many files went."""
+def _upload_files(board: BoardState) -> dict[str, list[tuple[str, str]]]:
+    """job id → [(key, lease tag)] of every per-lease upload file in storage."""
     by_job: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for folder in ("uploads", "outputs"):
         for key in board.storage.keys(folder):
             owner = upload_owner(key)
             if owner is not None:
                 by_job[owner[0]].append((key, owner[1]))
-    if not by_job:
-        return 0
+    return by_job
+
+
+def _keep(conn: Connection, job_ids: list[str]) -> tuple[dict[str, str], set[str]]:
+    """(job id → the lease tag still holding it, keys of committed outputs) for these jobs."""
     live_tags: dict[str, str] = {}
     committed: set[str] = set()
-    async with board.db.read() as conn:
-        ids = list(by_job)
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            rows = await conn.execute(
-                select(jobs.c.id, jobs.c.state, jobs.c.lease_token).where(jobs.c.id.in_(chunk))
+    for start in range(0, len(job_ids), 500):
+        chunk = job_ids[start : start + 500]
+        rows = conn.execute(
+            select(jobs.c.id, jobs.c.state, jobs.c.lease_token).where(jobs.c.id.in_(chunk))
+        )
+        for row in rows:
+            if row.state in ACTIVE_STATES and row.lease_token:
+                live_tags[row.id] = lease_tag(row.lease_token)
+        rows = conn.execute(
+            select(outputs.c.storage_key, outputs.c.thumbnail_key).where(
+                outputs.c.job_id.in_(chunk)
             )
-            for row in rows:
-                if row.state in ACTIVE_STATES and row.lease_token:
-                    live_tags[row.id] = lease_tag(row.lease_token)
-            rows = await conn.execute(
-                select(outputs.c.storage_key, outputs.c.thumbnail_key).where(
-                    outputs.c.job_id.in_(chunk)
-                )
+        )
+        for row in rows:
+            committed.update(
+                k for k in (row.storage_key, row.storage_key + ".json", row.thumbnail_key) if k
             )
-            for row in rows:
-                committed.update(
-                    k for k in (row.storage_key, row.storage_key + ".json", row.thumbnail_key) if k
-                )
-    removed = 0
-    for job_id, files in by_job.items():
-        for key, tag in files:
-            if key in committed or live_tags.get(job_id) == tag:
-                continue
-            board.storage.delete(key)
-            removed += 1
-    if removed:
-        log.info("removed %d upload files of dead leases", removed)
-    return removed
+    return live_tags, committed
+
+
+async def sweep_dead_uploads(board: BoardState) -> int:
+    """One pass: delete upload files of leases that no longer hold their job, unless they are the
+    job's committed output. Returns how many files went. Listing and deleting run in a thread
+    and the read on a reader: a farm's worth of outputs never stalls the event loop."""
+    by_job = await asyncio.to_thread(_upload_files, board)
+    if not by_job:
+        return 0
+    live_tags, committed = await board.db.query(lambda conn: _keep(conn, list(by_job)))
+    dead = [
+        key
+        for job_id, files in by_job.items()
+        for key, tag in files
+        if key not in committed and live_tags.get(job_id) != tag
+    ]
+    if dead:
+        await asyncio.to_thread(lambda: [board.storage.delete(key) for key in dead])
+        log.info("removed %d upload files of dead leases", len(dead))
+    return len(dead)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import msgspec
 from sqlalchemy import Text, select, type_coerce
@@ -28,11 +29,13 @@ class OnlineFarm:
     at: float = 0.0
     skills: dict[int, Skills] = field(default_factory=dict)  # farmhand id → what it can do
 
-    @property
+    # Computed once per snapshot (a snapshot is replaced, never edited): every claim asks, and
+    # over 2,000 farmhands the fleet benchmark found the rebuild in its claim latency.
+    @cached_property
     def active_ids(self) -> frozenset[int]:
         return frozenset(self.skills)
 
-    @property
+    @cached_property
     def gpu_codecs(self) -> frozenset[str]:
         """Hardware codecs of online, active farmhands."""
         return frozenset(codec for s in self.skills.values() for codec in s.hardware)

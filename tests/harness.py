@@ -4,6 +4,7 @@ reached over real HTTP."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import os
 import secrets
@@ -41,7 +42,9 @@ def _pg_exec(url: str, sql: str) -> None:
         finally:
             await conn.close()
 
-    asyncio.run(run())
+    # in a thread of its own: a test may already run an event loop here (Playwright's sync API)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: asyncio.run(run())).result()
 
 
 @functools.cache

@@ -8,8 +8,8 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy.engine import Connection
 
 from board.auth import Principal
 from board.models import farmhands, jobs, usage
@@ -56,16 +56,16 @@ def percentile(values: list[float], q: float) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
 
 
-async def _job_counts(conn: AsyncConnection, who: Principal) -> dict[str, int]:
+def _job_counts(conn: Connection, who: Principal) -> dict[str, int]:
     query = _scoped(
         who, select(jobs.c.state, func.count()).group_by(jobs.c.state), jobs.c.submitter_id
     )
     counts = dict.fromkeys(JOB_STATES, 0)
-    counts.update({state: n for state, n in (await conn.execute(query)).all()})
+    counts.update({state: n for state, n in conn.execute(query).all()})
     return counts
 
 
-async def _queue_waits(conn: AsyncConnection, who: Principal, since: float) -> list[float]:
+def _queue_waits(conn: Connection, who: Principal, since: float) -> list[float]:
     """Seconds each job claimed in the window waited since it (last) entered the queue."""
     wait = (jobs.c.claimed_at - jobs.c.queued_at).label("wait")
     query = _scoped(
@@ -76,65 +76,67 @@ async def _queue_waits(conn: AsyncConnection, who: Principal, since: float) -> l
         .limit(WAIT_SAMPLE),
         jobs.c.submitter_id,
     )
-    return [float(w) for (w,) in (await conn.execute(query)).all()]
+    return [float(w) for (w,) in conn.execute(query).all()]
+
+
+def _count(condition) -> ColumnElement:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+def _farmhand_counts(conn: Connection, online_since: float) -> tuple[int, int, int, int]:
+    """(online, working, stopped, total) counted by the database: a fleet's worth of rows never
+    crosses into Python (the dashboard stream asks several times a second)."""
+    online = farmhands.c.last_seen_at > online_since
+    stopped = or_(farmhands.c.state != "active", farmhands.c.owner_paused.is_(True))
+    n_online, n_stopped, n_total = conn.execute(
+        select(
+            _count(online), _count(and_(online, stopped)), _count(farmhands.c.state != "revoked")
+        )
+    ).one()
+    working = conn.execute(
+        select(func.count(func.distinct(jobs.c.farmhand_id)))
+        .select_from(jobs.join(farmhands, farmhands.c.id == jobs.c.farmhand_id))
+        .where(jobs.c.state.in_(("claimed", "running")), online)
+    ).scalar_one()
+    return int(n_online), int(working), int(n_stopped), int(n_total)
 
 
 async def farm_summary(board: BoardState, who: Principal) -> FarmSummary:
     now = time.time()
     since = now - WINDOW_S
-    async with board.db.read() as conn:
-        counts = await _job_counts(conn, who)
-        done = (
-            await conn.execute(
-                _scoped(
-                    who,
-                    select(
-                        func.count(), func.coalesce(func.sum(usage.c.render_seconds), 0.0)
-                    ).where(usage.c.at >= since),
-                    usage.c.submitter_id,
-                )
+
+    def read(conn: Connection) -> FarmSummary:  # on a reader thread, off the event loop
+        counts = _job_counts(conn, who)
+        done = conn.execute(
+            _scoped(
+                who,
+                select(func.count(), func.coalesce(func.sum(usage.c.render_seconds), 0.0)).where(
+                    usage.c.at >= since
+                ),
+                usage.c.submitter_id,
             )
         ).one()
-        waits = await _queue_waits(conn, who, since)
-        oldest = (
-            await conn.execute(
-                _scoped(
-                    who,
-                    select(func.min(jobs.c.queued_at)).where(jobs.c.state == "queued"),
-                    jobs.c.submitter_id,
-                )
+        waits = _queue_waits(conn, who, since)
+        oldest = conn.execute(
+            _scoped(
+                who,
+                select(func.min(jobs.c.queued_at)).where(jobs.c.state == "queued"),
+                jobs.c.submitter_id,
             )
         ).scalar()
-        hands = (
-            await conn.execute(
-                select(
-                    farmhands.c.id,
-                    farmhands.c.state,
-                    farmhands.c.owner_paused,
-                    farmhands.c.last_seen_at,
-                )
-            )
-        ).all()
-        busy = set(
-            (
-                await conn.execute(
-                    select(jobs.c.farmhand_id)
-                    .where(jobs.c.state.in_(("claimed", "running")))
-                    .distinct()
-                )
-            ).scalars()
+        online, working, stopped, total = _farmhand_counts(conn, now - board.config.lease_s)
+        return FarmSummary(
+            counts=counts,
+            done_last_hour=int(done[0]),
+            render_s_last_hour=float(done[1] or 0.0),
+            wait_median_s=percentile(waits, 0.5),
+            wait_p90_s=percentile(waits, 0.9),
+            oldest_queued_s=None if oldest is None else max(0.0, now - oldest),
+            farmhands_online=online,
+            farmhands_working=working,
+            farmhands_stopped=stopped,
+            farmhands_total=total,
+            at=now,
         )
-    online = [h for h in hands if h.last_seen_at > now - board.config.lease_s]
-    return FarmSummary(
-        counts=counts,
-        done_last_hour=int(done[0]),
-        render_s_last_hour=float(done[1] or 0.0),
-        wait_median_s=percentile(waits, 0.5),
-        wait_p90_s=percentile(waits, 0.9),
-        oldest_queued_s=None if oldest is None else max(0.0, now - oldest),
-        farmhands_online=len(online),
-        farmhands_working=sum(1 for h in online if h.id in busy),
-        farmhands_stopped=sum(1 for h in online if h.state != "active" or h.owner_paused),
-        farmhands_total=sum(1 for h in hands if h.state != "revoked"),
-        at=now,
-    )
+
+    return await board.db.query(read)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import time
 
-from tests.board.actors import Farmhand, Submitter, new_lane
+from tests.board.actors import API, Farmhand, Submitter, new_lane
 from tests.dashboard.web import page_csrf, signed_in
 from tests.harness import RunningBoard
 
@@ -110,6 +110,36 @@ def test_the_summary_counts_rendered_video_and_queue_wait_and_a_job_shows_its_et
         assert "rendering · 40%" in row
         page = browser.get(f"/jobs/{running_id}").text
         assert 'data-eta="65.0"' in page
+
+
+def test_the_summary_counts_farmhands_online_working_on_hold_and_gone(board_factory, media_dir):
+    """The farmhand figures are counted by the database (a fleet's rows never reach Python):
+    online means seen within a lease, working means holding a job, on hold means paused by its
+    owner or an admin, and a revoked farmhand is no longer one of the farm's."""
+    board = board_factory(BOARD_LEASE_S="3", BOARD_HEARTBEAT_S="1")
+    lane = new_lane()
+    alice = Submitter(board, lane=lane)
+    working, idle, paused, drained, silent, revoked = (Farmhand(board, lane=lane) for _ in range(6))
+    alice.submit_ok(alice.compilation(alice.upload(media_dir / "a.mp4")["id"]))
+    lease = working.claim_ok()
+    for hand in (idle, drained, silent, revoked):
+        assert hand.claim_response().status_code == 204  # nothing left: seen, not working
+    with board.admin() as admin:
+        for hand, action in ((drained, "drain"), (revoked, "revoke")):
+            r = admin.post(f"{API}/farmhands/{hand.name}/{action}", json={"reason": "test"})
+            assert r.status_code == 200, r.text
+    # `silent` and `revoked` say nothing for longer than a lease; the others keep checking in
+    deadline = time.monotonic() + 3.5
+    while time.monotonic() < deadline:
+        assert lease.heartbeat(0.5).status_code == 200
+        assert idle.claim_response().status_code == 204
+        assert drained.claim_response().status_code == 204
+        assert paused.report_status(paused=True, reason="gaming").status_code == 200
+        time.sleep(0.5)
+    with signed_in(board, board.admin_token) as browser:
+        summary = browser.get("/").text
+    # online: working, idle, paused, drained; the farm: those and silent (revoked is not)
+    assert _stat(summary, "farmhands") == ("4 / 5", "online · 1 working, 2 on hold")
 
 
 def test_a_farmhand_failing_jobs_in_a_row_is_shown_quarantined_and_can_be_revoked(
