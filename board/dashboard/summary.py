@@ -4,7 +4,6 @@ whole farm, a submitter their own jobs."""
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -47,15 +46,6 @@ def _scoped(who: Principal, query, column):
     return query if who.is_admin else query.where(column == who.submitter_id)
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """The ``q`` quantile (0–1) by linear interpolation; None for no values."""
-    if not values:
-        return None
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
-
-
 def _job_counts(conn: Connection, who: Principal) -> dict[str, int]:
     query = _scoped(
         who, select(jobs.c.state, func.count()).group_by(jobs.c.state), jobs.c.submitter_id
@@ -65,18 +55,38 @@ def _job_counts(conn: Connection, who: Principal) -> dict[str, int]:
     return counts
 
 
-def _queue_waits(conn: Connection, who: Principal, since: float) -> list[float]:
-    """Seconds each job claimed in the window waited since it (last) entered the queue."""
+def _queue_waits(who: Principal, since: float):
+    """Seconds each job claimed in the window waited since it (last) entered the queue (the
+    newest WAIT_SAMPLE claims), as a subquery with one column, ``wait``."""
     wait = (jobs.c.claimed_at - jobs.c.queued_at).label("wait")
-    query = _scoped(
+    return _scoped(
         who,
         select(wait)
         .where(jobs.c.claimed_at >= since, jobs.c.claimed_at >= jobs.c.queued_at)
         .order_by(jobs.c.claimed_at.desc())
         .limit(WAIT_SAMPLE),
         jobs.c.submitter_id,
-    )
-    return [float(w) for (w,) in conn.execute(query).all()]
+    ).subquery()
+
+
+def sql_percentiles(conn: Connection, sample, qs: tuple[float, ...]) -> list[float | None]:
+    """``percentile`` of the one-column subquery ``sample`` for each of ``qs``, worked out by the
+    database: it sorts, Python reads two values per quantile (a dashboard asks several times a
+    second, and thousands of rows through SQLAlchemy held the interpreter lock for it)."""
+    (value,) = sample.c
+    n = conn.execute(select(func.count()).select_from(sample)).scalar_one()
+    out: list[float | None] = []
+    for q in qs:
+        if n == 0:
+            out.append(None)
+            continue
+        position = round(q * 100) / 100 * (n - 1)  # as statistics.quantiles(n=100, inclusive)
+        low = int(position)
+        pair = conn.execute(select(value).order_by(value).offset(low).limit(2)).scalars().all()
+        below = float(pair[0])
+        above = float(pair[-1])
+        out.append(below + (above - below) * (position - low))
+    return out
 
 
 def _count(condition) -> ColumnElement:
@@ -116,7 +126,7 @@ async def farm_summary(board: BoardState, who: Principal) -> FarmSummary:
                 usage.c.submitter_id,
             )
         ).one()
-        waits = _queue_waits(conn, who, since)
+        wait_median, wait_p90 = sql_percentiles(conn, _queue_waits(who, since), (0.5, 0.9))
         oldest = conn.execute(
             _scoped(
                 who,
@@ -129,8 +139,8 @@ async def farm_summary(board: BoardState, who: Principal) -> FarmSummary:
             counts=counts,
             done_last_hour=int(done[0]),
             render_s_last_hour=float(done[1] or 0.0),
-            wait_median_s=percentile(waits, 0.5),
-            wait_p90_s=percentile(waits, 0.9),
+            wait_median_s=wait_median,
+            wait_p90_s=wait_p90,
             oldest_queued_s=None if oldest is None else max(0.0, now - oldest),
             farmhands_online=online,
             farmhands_working=working,

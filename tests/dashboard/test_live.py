@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import random
 import re
 import secrets
+import statistics
+
+import pytest
+from sqlalchemy import Column, Float, MetaData, Table, create_engine, select
 
 from board.dashboard.render import duration
-from board.dashboard.summary import percentile
+from board.dashboard.summary import sql_percentiles
 from tests.dashboard.conftest import submit, upload
 from tests.dashboard.web import first_snapshots, next_events, signed_in
 
@@ -60,11 +65,28 @@ def test_a_revoked_session_is_signed_out_of_an_open_page(shared_board):
         assert browser.get("/").status_code == 303  # the page now sends it to sign in
 
 
-def test_queue_wait_percentiles():
-    assert percentile([], 0.5) is None
-    assert percentile([4.0], 0.9) == 4.0
-    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 0.5) == 3.0
-    assert percentile([float(i) for i in range(1, 11)], 0.9) == 9.1
+def test_queue_wait_percentiles_are_worked_out_by_the_database_like_statistics_does(tmp_path):
+    # real SQLite (PostgreSQL runs the same statements in the board tests' summaries)
+    engine = create_engine(f"sqlite:///{tmp_path}/waits.db")
+    table = Table("waits", MetaData(), Column("wait", Float))
+    table.metadata.create_all(engine)
+    cases = [[], [4.0], [5.0, 1.0, 4.0, 2.0, 3.0], [float(i) for i in range(10, 0, -1)],
+             [random.uniform(0, 600) for _ in range(1001)]]  # fmt: skip
+    with engine.begin() as conn:
+        for values in cases:
+            conn.execute(table.delete())
+            if values:
+                conn.execute(table.insert(), [{"wait": v} for v in values])
+            got = sql_percentiles(conn, select(table.c.wait).subquery(), (0.5, 0.9))
+            if not values:
+                assert got == [None, None]
+                continue
+            want = [statistics.quantiles(values, n=100, method="inclusive")[49] if len(values) > 1
+                    else values[0], statistics.quantiles(values, n=100, method="inclusive")[89]
+                    if len(values) > 1 else values[0]]  # fmt: skip
+            assert got == pytest.approx(want), values
+    assert got[0] != got[1]
+    engine.dispose()
 
 
 def test_durations_read_like_a_person_wrote_them():
