@@ -16,7 +16,13 @@ from board.auth import Principal
 from board.errors import BadRequest, BoardError, Conflict, NotFound
 from board.ids import new_id
 from board.lifecycle import held_job, record_event
-from board.limits import apply_limits, check_clip_count, check_render_seconds, load_limits
+from board.limits import (
+    SubmitterLimits,
+    apply_limits,
+    check_clip_count,
+    check_render_seconds,
+    load_limits,
+)
 from board.models import attempts, farmhands, job_events, job_media, job_tags, jobs, media
 from board.state import BoardState
 from board.views import job_select, job_view, to_dt
@@ -125,16 +131,29 @@ def _repeated(found: Any, job: SubmitJob) -> str:
     return found.id
 
 
+# One statement object for every insert (values come as parameters): building
+# ``insert(jobs).values(...)`` per job cost a fresh cache key each time, in the writer.
+_INSERT_JOB = insert(jobs)
+_INSERT_TAGS = insert(job_tags)
+_INSERT_MEDIA = insert(job_media)
+
+
 def _insert_job(
-    board: BoardState, conn: Connection, who: Principal, job: SubmitJob, now: float
+    board: BoardState,
+    conn: Connection,
+    who: Principal,
+    job: SubmitJob,
+    now: float,
+    sub: SubmitterLimits | None = None,
 ) -> tuple[str, bool]:
-    """Validate and insert one job inside ``conn``'s transaction. Returns (id, created)."""
+    """Validate and insert one job inside ``conn``'s transaction. Returns (id, created).
+    ``sub``: the submitter's limits when the caller read them in this transaction already."""
     digest = body_hash(job)
     if job.idempotency_key:
         found = _existing(conn, who.submitter_id, job.idempotency_key)
         if found is not None:
             return _repeated(found, job), False
-    sub = load_limits(conn, who.submitter_id)
+    sub = sub or load_limits(conn, who.submitter_id)
     check_clip_count(job.compilation, sub.limits)
     rows = _check_sources(conn, job.compilation, who.submitter_id)
     capped, _ = apply_limits(job.compilation, sub.limits)
@@ -144,7 +163,8 @@ def _insert_job(
     req = requirements_of(job)
     job_id = new_id("j")
     conn.execute(
-        insert(jobs).values(
+        _INSERT_JOB,
+        dict(
             id=job_id,
             submitter_id=who.submitter_id,
             title=job.compilation.title,
@@ -166,17 +186,17 @@ def _insert_job(
             estimate_s=estimate,
             created_at=now,
             updated_at=now,
-        )
+        ),
     )
     if req.tags:
         conn.execute(
-            insert(job_tags), [{"job_id": job_id, "tag": tag} for tag in sorted(set(req.tags))]
+            _INSERT_TAGS, [{"job_id": job_id, "tag": tag} for tag in sorted(set(req.tags))]
         )
     media_ids = sorted({s.media for _, s, _ in _roles(job.compilation) if s.media})
     if sub.limits.forced_watermark and sub.limits.forced_watermark not in media_ids:
         media_ids.append(sub.limits.forced_watermark)
     if media_ids:
-        conn.execute(insert(job_media), [{"job_id": job_id, "media_id": m} for m in media_ids])
+        conn.execute(_INSERT_MEDIA, [{"job_id": job_id, "media_id": m} for m in media_ids])
     record_event(conn, job_id, None, "queued", message=f"submitted by {who.name}", at=now)
     return job_id, True
 
@@ -218,10 +238,11 @@ async def submit_batch(board: BoardState, who: Principal, batch: list[SubmitJob]
     created_ids: list[tuple[int, str, bool]] = []
 
     def unit(conn: Connection, chunk: list[tuple[int, SubmitJob]]) -> None:
+        sub = load_limits(conn, who.submitter_id)  # once per unit: the same for every item
         for index, job in chunk:
             try:
                 with conn.begin_nested():
-                    job_id, created = _insert_job(board, conn, who, job, now)
+                    job_id, created = _insert_job(board, conn, who, job, now, sub)
                 created_ids.append((index, job_id, created))
             except BoardError as exc:
                 items.append(BatchItem(index=index, status=exc.status, error=exc.message))
