@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from board.auth import Principal
+from board.db import savepoint
 from board.errors import BadRequest, BoardError, Conflict, NotFound
 from board.ids import new_id
 from board.lifecycle import held_job, record_event
@@ -241,7 +242,7 @@ async def submit_batch(board: BoardState, who: Principal, batch: list[SubmitJob]
         sub = load_limits(conn, who.submitter_id)  # once per unit: the same for every item
         for index, job in chunk:
             try:
-                with conn.begin_nested():
+                with savepoint(conn):
                     job_id, created = _insert_job(board, conn, who, job, now, sub)
                 created_ids.append((index, job_id, created))
             except BoardError as exc:

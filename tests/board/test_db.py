@@ -11,7 +11,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from board.config import normalize_database_url
-from board.db import Database
+from board.db import Database, savepoint
 from board.errors import BadRequest
 from board.migrate import upgrade
 from board.models import submitters
@@ -53,3 +53,35 @@ def test_a_failed_item_rolls_back_to_its_savepoint_only(database_url):
             await db.dispose()
 
     assert asyncio.run(scenario()) == {"first", "after"}
+
+
+def test_savepoint_in_a_unit_of_work_undoes_one_item_only(database_url):
+    """``board.db.savepoint``, as the batch submit uses it in ``transact``: plain SQL on the
+    SQLite writer's driver, ``begin_nested`` on PostgreSQL; alone or grouped with other units."""
+
+    def unit(conn, names: tuple[str, str]) -> None:
+        first, doomed = names
+        conn.execute(insert(submitters).values(name=first, created_at=0))
+        with pytest.raises(BadRequest), savepoint(conn):
+            conn.execute(insert(submitters).values(name=doomed, created_at=0))
+            raise BadRequest("this item failed after writing")
+        with pytest.raises(IntegrityError), savepoint(conn):  # a database error inside it
+            conn.execute(insert(submitters).values(name=first, created_at=0))
+        with savepoint(conn):
+            conn.execute(insert(submitters).values(name=first + "-kept", created_at=0))
+
+    async def scenario() -> set[str]:
+        db = Database(database_url)
+        try:
+            await db.transact(lambda conn: unit(conn, ("alone", "undone-1")))
+            await asyncio.gather(  # queued together: the writer may commit them as one group
+                *(db.transact(lambda conn, n=n: unit(conn, (f"g{n}", f"undone-g{n}")))
+                  for n in range(4))
+            )  # fmt: skip
+            return set(await db.query(lambda conn: conn.execute(select(submitters.c.name))
+                                      .scalars().all()))  # fmt: skip
+        finally:
+            await db.dispose()
+
+    expected = {"alone", "alone-kept"} | {f"g{n}{s}" for n in range(4) for s in ("", "-kept")}
+    assert asyncio.run(scenario()) == expected
