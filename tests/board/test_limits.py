@@ -53,6 +53,21 @@ def test_submit_over_the_monthly_render_budget_is_refused(
     assert submitter.submit(c).status_code == 201
 
 
+def test_a_batch_spends_the_monthly_budget_item_by_item(shared_board, submitter, media_dir):
+    """Items of one batch count against the budget as each is accepted, also within one writer
+    unit (BATCH_CHUNK items): the ones past it are refused, the others are queued."""
+    clip = submitter.upload(media_dir / "b.mp4")  # 2 s
+    _set_limits(shared_board, submitter.name, monthly_render_seconds=7)
+    items = [submitter.body(submitter.compilation(clip["id"], title=f"item {i}"))
+             for i in range(5)]  # fmt: skip
+    r = submitter.http.post(f"{API}/jobs/batch", json={"jobs": items})
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert [item["status"] for item in result["items"]] == [201, 201, 201, 403, 403]
+    assert "only 1.0 s of the 7 monthly" in result["items"][3]["error"]
+    assert submitter.http.get(f"{API}/jobs").json()["total"] == 3  # nothing of the refused
+
+
 def test_too_many_clips_are_refused_at_submit(shared_board, submitter, media_dir):
     clip = submitter.upload(media_dir / "a.mp4")["id"]
     _set_limits(shared_board, submitter.name, max_clips=2)
