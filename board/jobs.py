@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import msgspec
 from sqlalchemy import func, insert, select
@@ -139,33 +140,39 @@ _INSERT_TAGS = insert(job_tags)
 _INSERT_MEDIA = insert(job_media)
 
 
-def _insert_job(
+@dataclass
+class _NewJob:
+    """A validated job, ready to be written: its rows in every table."""
+
+    job: dict[str, Any]
+    tags: list[dict[str, str]]
+    media: list[dict[str, str]]
+
+
+def _validated(
     board: BoardState,
     conn: Connection,
     who: Principal,
     job: SubmitJob,
     now: float,
-    sub: SubmitterLimits | None = None,
-) -> tuple[str, bool]:
-    """Validate and insert one job inside ``conn``'s transaction. Returns (id, created).
-    ``sub``: the submitter's limits when the caller read them in this transaction already."""
-    digest = body_hash(job)
-    if job.idempotency_key:
-        found = _existing(conn, who.submitter_id, job.idempotency_key)
-        if found is not None:
-            return _repeated(found, job), False
-    sub = sub or load_limits(conn, who.submitter_id)
+    sub: SubmitterLimits,
+    also_s: float = 0.0,
+) -> _NewJob:
+    """Check a new job against the submitter's media and limits (BoardError if it fails) and
+    build its rows. ``also_s``: estimates accepted in this transaction but not written yet."""
     check_clip_count(job.compilation, sub.limits)
     rows = _check_sources(conn, job.compilation, who.submitter_id)
     capped, _ = apply_limits(job.compilation, sub.limits)
     durations = {f"media:{mid}": r.duration_s for mid, r in rows.items()}
     estimate = estimate_duration(capped, durations, unknown_s=board.config.url_clip_estimate_s)
-    check_render_seconds(conn, sub, estimate, now)
+    check_render_seconds(conn, sub, estimate, now, also_s)
     req = requirements_of(job)
     job_id = new_id("j")
-    conn.execute(
-        _INSERT_JOB,
-        dict(
+    media_ids = sorted({s.media for _, s, _ in _roles(job.compilation) if s.media})
+    if sub.limits.forced_watermark and sub.limits.forced_watermark not in media_ids:
+        media_ids.append(sub.limits.forced_watermark)
+    return _NewJob(
+        job=dict(
             id=job_id,
             submitter_id=who.submitter_id,
             title=job.compilation.title,
@@ -183,23 +190,87 @@ def _insert_job(
             failed_by=[],
             progress=0.0,
             idempotency_key=job.idempotency_key,
-            body_hash=digest,
+            body_hash=body_hash(job),
             estimate_s=estimate,
             created_at=now,
             updated_at=now,
         ),
+        tags=[{"job_id": job_id, "tag": tag} for tag in sorted(set(req.tags or ()))],
+        media=[{"job_id": job_id, "media_id": m} for m in media_ids],
     )
-    if req.tags:
-        conn.execute(
-            _INSERT_TAGS, [{"job_id": job_id, "tag": tag} for tag in sorted(set(req.tags))]
-        )
-    media_ids = sorted({s.media for _, s, _ in _roles(job.compilation) if s.media})
-    if sub.limits.forced_watermark and sub.limits.forced_watermark not in media_ids:
-        media_ids.append(sub.limits.forced_watermark)
-    if media_ids:
-        conn.execute(_INSERT_MEDIA, [{"job_id": job_id, "media_id": m} for m in media_ids])
-    record_event(conn, job_id, None, "queued", message=f"submitted by {who.name}", at=now)
-    return job_id, True
+
+
+def _write_jobs(conn: Connection, who: Principal, new: list[_NewJob], now: float) -> None:
+    """Insert validated jobs: one statement per table for all of them."""
+    if not new:
+        return
+    conn.execute(_INSERT_JOB, [n.job for n in new])
+    if tags := [row for n in new for row in n.tags]:
+        conn.execute(_INSERT_TAGS, tags)
+    if media_rows := [row for n in new for row in n.media]:
+        conn.execute(_INSERT_MEDIA, media_rows)
+    for n in new:
+        record_event(conn, n.job["id"], None, "queued", message=f"submitted by {who.name}", at=now)
+
+
+def _insert_job(
+    board: BoardState,
+    conn: Connection,
+    who: Principal,
+    job: SubmitJob,
+    now: float,
+    sub: SubmitterLimits | None = None,
+) -> tuple[str, bool]:
+    """Validate and insert one job inside ``conn``'s transaction. Returns (id, created).
+    ``sub``: the submitter's limits when the caller read them in this transaction already."""
+    if job.idempotency_key:
+        found = _existing(conn, who.submitter_id, job.idempotency_key)
+        if found is not None:
+            return _repeated(found, job), False
+    new = _validated(board, conn, who, job, now, sub or load_limits(conn, who.submitter_id))
+    _write_jobs(conn, who, [new], now)
+    return new.job["id"], True
+
+
+class _Seen(NamedTuple):
+    id: str
+    body_hash: str
+
+
+def _unit_at_once(
+    board: BoardState,
+    conn: Connection,
+    who: Principal,
+    chunk: list[tuple[int, SubmitJob]],
+    now: float,
+    sub: SubmitterLimits,
+) -> tuple[list[tuple[int, str, bool]], list[BatchItem]]:
+    """A batch unit validated item by item, then written with one statement per table.
+    Returns ((index, id, created) per accepted item, refusals). Raises what the write raised
+    (a racing idempotency key, an unstorable value): the caller then goes item by item."""
+    answers: list[tuple[int, str, bool]] = []
+    refused: list[BatchItem] = []
+    new: list[_NewJob] = []
+    keys: dict[str, _Seen] = {}  # idempotency keys accepted in this unit, not yet written
+    pending_s = 0.0
+    for index, job in chunk:
+        try:
+            key = job.idempotency_key
+            found = (keys.get(key) or _existing(conn, who.submitter_id, key)) if key else None
+            if found is not None:
+                answers.append((index, _repeated(found, job), False))
+                continue
+            made = _validated(board, conn, who, job, now, sub, pending_s)
+        except BoardError as exc:
+            refused.append(BatchItem(index=index, status=exc.status, error=exc.message))
+            continue
+        pending_s += made.job["estimate_s"]
+        new.append(made)
+        if key:
+            keys[key] = _Seen(made.job["id"], made.job["body_hash"])
+        answers.append((index, made.job["id"], True))
+    _write_jobs(conn, who, new, now)
+    return answers, refused
 
 
 def _need_submitter(who: Principal) -> None:
@@ -231,8 +302,11 @@ async def submit(board: BoardState, who: Principal, job: SubmitJob) -> tuple[Job
 
 
 async def submit_batch(board: BoardState, who: Principal, batch: list[SubmitJob]) -> BatchResult:
-    """Submit many jobs in one request; each item succeeds or fails on its own (each in its own
-    savepoint, so a bad item never leaves a half-written one)."""
+    """Submit many jobs in one request; each item succeeds or fails on its own. A unit of
+    BATCH_CHUNK items is validated item by item and written with one statement per table; if
+    that write fails (a racing idempotency key, a value the database refuses) it is undone and
+    the unit goes again item by item, each in its own savepoint, so a bad item never leaves a
+    half-written one."""
     _need_submitter(who)
     now = time.time()
     items: list[BatchItem] = []
@@ -240,6 +314,15 @@ async def submit_batch(board: BoardState, who: Principal, batch: list[SubmitJob]
 
     def unit(conn: Connection, chunk: list[tuple[int, SubmitJob]]) -> None:
         sub = load_limits(conn, who.submitter_id)  # once per unit: the same for every item
+        try:
+            with savepoint(conn):
+                answers, refused = _unit_at_once(board, conn, who, chunk, now, sub)
+        except (IntegrityError, BoardError):
+            pass  # undone: find the item that failed one at a time, below
+        else:
+            created_ids.extend(answers)
+            items.extend(refused)
+            return
         for index, job in chunk:
             try:
                 with savepoint(conn):

@@ -113,13 +113,14 @@ def render_seconds_committed(conn: Connection, submitter_id: int, now: float) ->
 
 
 def check_render_seconds(
-    conn: Connection, sub: SubmitterLimits, estimate_s: float, now: float
+    conn: Connection, sub: SubmitterLimits, estimate_s: float, now: float, also_s: float = 0.0
 ) -> None:
-    """Refuse a submit whose honest estimate does not fit in what is left of the month."""
+    """Refuse a submit whose honest estimate does not fit in what is left of the month.
+    ``also_s``: estimates of jobs accepted in this transaction but not written yet."""
     allowed = sub.limits.monthly_render_seconds
     if allowed is None:
         return
-    committed = render_seconds_committed(conn, sub.submitter_id, now)
+    committed = render_seconds_committed(conn, sub.submitter_id, now) + also_s
     left = max(0.0, allowed - committed)
     if estimate_s > left:
         raise Forbidden(

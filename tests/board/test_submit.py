@@ -66,6 +66,21 @@ def test_batch_answers_each_item_on_its_own(submitter, media_dir):
     assert submitter.http.get(f"{API}/jobs").json()["total"] == 3
 
 
+def test_a_batch_item_the_database_refuses_fails_alone(submitter, media_dir):
+    """A unit of a batch is written with one statement per table; a value the database would
+    refuse (a NUL in text) fails that write, which is undone and redone item by item."""
+    clip = submitter.upload(media_dir / "a.mp4")["id"]
+    items = [submitter.body(submitter.compilation(clip, title=title))
+             for title in ("first", "bad\u0000title", "third")]  # fmt: skip
+    r = submitter.http.post(f"{API}/jobs/batch", json={"jobs": items})
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert [item["status"] for item in result["items"]] == [201, 400, 201]
+    assert "NUL character" in result["items"][1]["error"]
+    titles = sorted(job["title"] for job in submitter.http.get(f"{API}/jobs").json()["items"])
+    assert titles == ["first", "third"]  # nothing half-written, nothing written twice
+
+
 def test_concurrent_identical_batches_make_each_job_once(shared_board, submitter, media_dir):
     clip = submitter.upload(media_dir / "a.mp4")
     bodies = [
