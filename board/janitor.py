@@ -60,6 +60,11 @@ def _keep(conn: Connection, job_ids: list[str]) -> tuple[dict[str, str], set[str
     return live_tags, committed
 
 
+def _delete_all(board: BoardState, keys: list[str]) -> None:
+    for key in keys:
+        board.storage.delete(key)
+
+
 async def sweep_dead_uploads(board: BoardState) -> int:
     """One pass: delete upload files of leases that no longer hold their job, unless they are the
     job's committed output. Returns how many files went. Listing and deleting run in a thread
@@ -75,6 +80,6 @@ async def sweep_dead_uploads(board: BoardState) -> int:
         if key not in committed and live_tags.get(job_id) != tag
     ]
     if dead:
-        await asyncio.to_thread(lambda: [board.storage.delete(key) for key in dead])
+        await asyncio.to_thread(_delete_all, board, dead)
         log.info("removed %d upload files of dead leases", len(dead))
     return len(dead)

@@ -214,20 +214,14 @@ def _write_jobs(conn: Connection, who: Principal, new: list[_NewJob], now: float
 
 
 def _insert_job(
-    board: BoardState,
-    conn: Connection,
-    who: Principal,
-    job: SubmitJob,
-    now: float,
-    sub: SubmitterLimits | None = None,
+    board: BoardState, conn: Connection, who: Principal, job: SubmitJob, now: float
 ) -> tuple[str, bool]:
-    """Validate and insert one job inside ``conn``'s transaction. Returns (id, created).
-    ``sub``: the submitter's limits when the caller read them in this transaction already."""
+    """Validate and insert one job inside ``conn``'s transaction. Returns (id, created)."""
     if job.idempotency_key:
         found = _existing(conn, who.submitter_id, job.idempotency_key)
         if found is not None:
             return _repeated(found, job), False
-    new = _validated(board, conn, who, job, now, sub or load_limits(conn, who.submitter_id))
+    new = _validated(board, conn, who, job, now, load_limits(conn, who.submitter_id))
     _write_jobs(conn, who, [new], now)
     return new.job["id"], True
 
@@ -303,9 +297,9 @@ async def submit(board: BoardState, who: Principal, job: SubmitJob) -> tuple[Job
 
 async def submit_batch(board: BoardState, who: Principal, batch: list[SubmitJob]) -> BatchResult:
     """Submit many jobs in one request; each item succeeds or fails on its own. A unit of
-    BATCH_CHUNK items is validated item by item and written with one statement per table; if
-    that write fails (a racing idempotency key, a value the database refuses) it is undone and
-    the unit goes again item by item, each in its own savepoint, so a bad item never leaves a
+    BATCH_CHUNK items is validated item by item and written with one statement per table, in a
+    savepoint; if that write fails (a racing idempotency key, a value the database refuses) it
+    is undone and the unit goes again one item per savepoint, so a bad item never leaves a
     half-written one."""
     _need_submitter(who)
     now = time.time()
@@ -314,28 +308,31 @@ async def submit_batch(board: BoardState, who: Principal, batch: list[SubmitJob]
 
     def unit(conn: Connection, chunk: list[tuple[int, SubmitJob]]) -> None:
         sub = load_limits(conn, who.submitter_id)  # once per unit: the same for every item
-        try:
-            with savepoint(conn):
-                answers, refused = _unit_at_once(board, conn, who, chunk, now, sub)
-        except (IntegrityError, BoardError):
-            pass  # undone: find the item that failed one at a time, below
-        else:
-            created_ids.extend(answers)
-            items.extend(refused)
-            return
-        for index, job in chunk:
+
+        def attempt(part: list[tuple[int, SubmitJob]]) -> Exception | None:
+            """Validate and write ``part`` in a savepoint; what its write raised, if it failed
+            (then nothing of it is written)."""
             try:
                 with savepoint(conn):
-                    job_id, created = _insert_job(board, conn, who, job, now, sub)
-                created_ids.append((index, job_id, created))
-            except BoardError as exc:
-                items.append(BatchItem(index=index, status=exc.status, error=exc.message))
-            except IntegrityError:
+                    answers, refused = _unit_at_once(board, conn, who, part, now, sub)
+            except (IntegrityError, BoardError) as exc:
+                return exc
+            created_ids.extend(answers)
+            items.extend(refused)
+            return None
+
+        if attempt(chunk) is None:
+            return
+        for index, job in chunk:  # the unit's write was undone: item by item, to find which
+            error = attempt([(index, job)])
+            if isinstance(error, BoardError):
+                items.append(BatchItem(index=index, status=error.status, error=error.message))
+            elif error is not None:
                 # A concurrent request (another batch, another board process) committed the same
                 # idempotency key first; the savepoint undid ours. Answer as a repeat would.
                 found = _existing(conn, who.submitter_id, job.idempotency_key or "")
                 if found is None:
-                    raise
+                    raise error
                 try:
                     created_ids.append((index, _repeated(found, job), False))
                 except Conflict as exc:

@@ -70,9 +70,10 @@ def _queue_waits(who: Principal, since: float):
 
 
 def sql_percentiles(conn: Connection, sample, qs: tuple[float, ...]) -> list[float | None]:
-    """``percentile`` of the one-column subquery ``sample`` for each of ``qs``, worked out by the
-    database: it sorts, Python reads two values per quantile (a dashboard asks several times a
-    second, and thousands of rows through SQLAlchemy held the interpreter lock for it)."""
+    """The ``q`` quantiles (0–1, linear interpolation, as ``statistics.quantiles(n=100,
+    method="inclusive")``) of the one-column subquery ``sample``; None where it is empty. The
+    database sorts and Python reads two values per quantile: a dashboard asks several times a
+    second, and thousands of rows through SQLAlchemy held the interpreter lock for it."""
     (value,) = sample.c
     n = conn.execute(select(func.count()).select_from(sample)).scalar_one()
     out: list[float | None] = []
