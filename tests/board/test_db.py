@@ -1,9 +1,11 @@
-"""The database layer under the batch submit: a SAVEPOINT undoes one item's writes and leaves
-the transaction usable, on SQLite (BEGIN IMMEDIATE through aiosqlite) as on PostgreSQL."""
+"""The database layer: a SAVEPOINT undoes one item's writes and leaves the transaction usable, on
+SQLite as on PostgreSQL; SQLite's write connection groups units, never waits for a lock on the
+event loop, and checkpoints off the commit path."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Iterator
 
 import pytest
@@ -11,7 +13,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from board.config import normalize_database_url
-from board.db import Database, savepoint
+from board.db import Database, SqliteWriter, savepoint
 from board.errors import BadRequest
 from board.migrate import upgrade
 from board.models import submitters
@@ -85,3 +87,110 @@ def test_savepoint_in_a_unit_of_work_undoes_one_item_only(database_url):
 
     expected = {"alone", "alone-kept"} | {f"g{n}{s}" for n in range(4) for s in ("", "-kept")}
     assert asyncio.run(scenario()) == expected
+
+
+def _sqlite_path(url: str) -> str:
+    return url.split(":///", 1)[1]
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])
+def test_sqlite_units_queued_together_commit_together_and_fail_alone(database_url):
+    """Units queued in one turn of the loop share one transaction; the one that raises is rolled
+    back to its savepoint and the others are committed."""
+
+    def add(name: str, fail: bool = False):
+        def unit(conn) -> str:
+            conn.execute(insert(submitters).values(name=name, created_at=0))
+            if fail:
+                raise BadRequest(f"{name} failed after writing")
+            # every unit of the group sees the same open transaction
+            return conn.connection.driver_connection.in_transaction
+
+        return unit
+
+    async def scenario():
+        db = Database(database_url)
+        try:
+            results = await asyncio.gather(
+                *(db.transact(add(f"s{n}", fail=n == 2)) for n in range(5)),
+                return_exceptions=True,
+            )
+            names = await db.query(lambda c: set(c.execute(select(submitters.c.name)).scalars()))
+            return results, names
+        finally:
+            await db.dispose()
+
+    results, names = asyncio.run(scenario())
+    assert isinstance(results[2], BadRequest)
+    assert [r for n, r in enumerate(results) if n != 2] == [True] * 4
+    assert names == {"s0", "s1", "s3", "s4"}
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])
+def test_sqlite_write_waits_for_another_process_lock_off_the_loop(database_url):
+    """Another process holding the write lock: the unit waits for it on a thread while the event
+    loop goes on serving (a wait on the loop itself would stall it until the busy timeout)."""
+    other = sqlite3.connect(_sqlite_path(database_url), isolation_level=None)
+
+    async def scenario():
+        db = Database(database_url)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("INSERT INTO submitters (name, created_at) VALUES ('other', 0)")
+            write = asyncio.create_task(
+                db.transact(
+                    lambda c: c.execute(insert(submitters).values(name="ours", created_at=0))
+                )
+            )
+            ticks = 0
+            for _ in range(20):  # the loop keeps turning while the write waits
+                await asyncio.sleep(0.01)
+                ticks += 1
+            waited = not write.done()
+            other.execute("COMMIT")
+            await write
+            names = await db.query(lambda c: set(c.execute(select(submitters.c.name)).scalars()))
+            return ticks, waited, names
+        finally:
+            await db.dispose()
+
+    try:
+        ticks, waited, names = asyncio.run(scenario())
+    finally:
+        other.close()
+    assert ticks == 20 and waited
+    assert names == {"other", "ours"}
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])
+def test_sqlite_commits_are_checkpointed_into_the_database_file(database_url):
+    """The write connection never checkpoints inside a COMMIT; a thread of its own copies the
+    log into the database file soon after (read here without the log: ``immutable``)."""
+    path = _sqlite_path(database_url)
+
+    def in_main_file() -> set[str]:
+        raw = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+        try:
+            return {name for (name,) in raw.execute("SELECT name FROM submitters")}
+        finally:
+            raw.close()
+
+    async def scenario() -> set[str]:
+        db = Database(database_url)
+        try:
+            await db.transact(
+                lambda c: c.execute(insert(submitters).values(name="a", created_at=0))
+            )
+            await asyncio.sleep(SqliteWriter.CHECKPOINT_EVERY_S)  # the next one is due then
+            await db.transact(
+                lambda c: c.execute(insert(submitters).values(name="b", created_at=0))
+            )
+            for _ in range(100):
+                if (seen := in_main_file()) == {"a", "b"}:
+                    return seen
+                await asyncio.sleep(0.05)
+            return in_main_file()
+        finally:
+            await db.dispose()
+
+    assert asyncio.run(scenario()) == {"a", "b"}
