@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
 
@@ -22,6 +23,10 @@ def _serve(args: argparse.Namespace) -> int:
     if not args.no_migrate:
         upgrade(config.database_url)  # the schema is alembic's: bring it to head before serving
     app = create_app(config)
+    # What start-up built lives as long as the process: keep it out of the collector's full
+    # passes, which walked it again every ~15 s under load (a full pass measured 82-97 ms in
+    # the fleet benchmark, a tail on whatever request it landed in; 34-40 ms frozen).
+    gc.freeze()
     print(
         f"board serving on http://{config.host}:{config.port} "
         f"(database {config.database_url.split('@')[-1]}, data {config.data_dir})",

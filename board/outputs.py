@@ -107,7 +107,7 @@ def _status(board: BoardState, job_id: str, lease_token: str) -> UploadStatus:
         return UploadStatus(received=size, size=size, complete=True)
     part = part_key(job_id, lease_token)
     meta = _read_meta(board, part)
-    received = storage.size(part) if storage.exists(part) else 0
+    received = storage.size_or_zero(part)
     return UploadStatus(received=received, size=meta.get("size") if meta else None)
 
 
@@ -147,20 +147,25 @@ async def receive_output(
     async with lock:
         storage = board.storage
         staged = staged_key(job_id, lease_token)
-        digest = None
-        if start == 0 or _read_meta(board, part) != {"sha256": sha, "size": total}:
-            _discard(board, part)  # a new file (or a restart from zero): begin afresh
+        fresh = start == 0 or _read_meta(board, part) != {"sha256": sha, "size": total}
+        if fresh:  # a new file (or a restart from zero): begin afresh, the note first
             storage.delete(staged)
-            _write_meta(board, part, sha, total)
-        if start == 0:  # the whole file passes through this body: hash it as it arrives
-            digest = hashlib.sha256()
-        received = storage.size(part) if storage.exists(part) else 0
+            _write_meta(board, part, sha, total)  # replaces an older note; append truncates
+            received = 0
+        else:
+            received = storage.size_or_zero(part)
         if start != received:
+            if fresh:
+                storage.delete(part)  # what an older attempt left cannot be continued
             raise RangeNotSatisfiable(
                 f"upload continues at byte {start}, but the board has {received} bytes; "
                 f"resume from {received}"
             )
-        received = await storage.append(part, chunks, max_total=total, digest=digest)
+        # From byte 0 the whole file passes through this body: hash it as it arrives.
+        digest = hashlib.sha256() if start == 0 else None
+        received = await storage.append(
+            part, chunks, max_total=total, digest=digest, truncate=fresh
+        )
         if received < total:
             return UploadStatus(received=received, size=total, complete=False)
         # The lease may have ended while the bytes came in (and the janitor taken the part).

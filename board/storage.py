@@ -74,6 +74,10 @@ class Storage(ABC):
         """Store a small text (a checksum note) under ``key`` whole, or not at all."""
 
     @abstractmethod
+    def size_or_zero(self, key: str) -> int:
+        """Size of ``key`` in bytes, 0 when absent."""
+
+    @abstractmethod
     def delete(self, key: str) -> None:
         """Remove ``key`` (no error when absent)."""
 
@@ -101,6 +105,12 @@ class LocalStorage(Storage):
 
     def size(self, key: str) -> int:
         return os.stat(self._path(key)).st_size
+
+    def size_or_zero(self, key: str) -> int:
+        try:
+            return os.stat(self._path(key)).st_size
+        except FileNotFoundError:
+            return 0
 
     def delete(self, key: str) -> None:
         try:
@@ -186,17 +196,25 @@ class LocalStorage(Storage):
             raise
 
     async def append(
-        self, key: str, chunks: AsyncIterable[bytes], *, max_total: int, digest=None
+        self,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        max_total: int,
+        digest=None,
+        truncate: bool = False,
     ) -> int:
         """Append a stream to a partial upload and return its new size. What arrived before a
-        broken connection stays (that is what makes uploads resumable)."""
+        broken connection stays (that is what makes uploads resumable); ``truncate`` starts the
+        file over instead."""
         path = self._path(key)
+        mode = "wb" if truncate else "ab"
         try:
             try:
-                out = open(path, "ab")
+                out = open(path, mode)
             except FileNotFoundError:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                out = open(path, "ab")
+                out = open(path, mode)
             with out:
                 total = out.tell()
                 async for chunk in chunks:

@@ -106,11 +106,13 @@ class FarmhandController(Controller):
         self, request: Request, board: BoardState, data: ClaimRequest
     ) -> Response[Claim | None]:
         gone = asyncio.Event()
-        watcher = asyncio.create_task(_watch_hang_up(request, gone))
+        # only a claim that waits can outlive its farmhand's connection
+        watcher = asyncio.create_task(_watch_hang_up(request, gone)) if data.wait_s > 0 else None
         try:
             found = await claims.claim(board, data, token_id=request.user.token_id, gone=gone)
         finally:
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
         if found is None:
             return Response(None, status_code=204)
         return Response(found, status_code=200)
