@@ -179,11 +179,15 @@ async def receive_output(
                 f"sha256 mismatch: the board received {actual}, the farmhand "
                 f"declared {sha}; upload again from byte 0"
             )
-        # The note first: a staged file is never without it, even when the disk fills (507;
-        # the whole part stays, and the farmhand's retry stages it).
-        storage.write_note(staged + ".json", json.dumps({"sha256": sha, "size": total}))
+        # The note first: a staged file is never without it. The part's note says the same and
+        # is moved, not rewritten (a rename, where writing a file measured several times more);
+        # when the disk is too full for the job's folder: 507, the whole part stays, and the
+        # farmhand's retry stages it.
+        try:
+            storage.move_in(storage.local_path(part + ".json"), staged + ".json")
+        except FileNotFoundError:  # the part's note is gone (a janitor racing): write it anew
+            storage.write_note(staged + ".json", json.dumps({"sha256": sha, "size": total}))
         storage.move_in(storage.local_path(part), staged)
-        storage.delete(part + ".json")
     _locks.pop(part, None)
     return UploadStatus(received=total, size=total, complete=True)
 
