@@ -334,9 +334,9 @@ class SqliteWriter:
     def _commit_group(self, group: list, *, wait: bool) -> bool:
         """Run ``group`` in one transaction and settle its futures. False (nothing run) when
         ``wait`` is off and the database's write lock is someone else's."""
-        conn = self._connection()
-        raw = conn.connection.driver_connection
         try:
+            conn = self._connection()
+            raw = conn.connection.driver_connection
             if wait:
                 raw.execute(f"PRAGMA busy_timeout={self.BUSY_WAIT_MS}")
             try:
@@ -344,8 +344,9 @@ class SqliteWriter:
             finally:
                 if wait:
                     raw.execute("PRAGMA busy_timeout=0")
-        except sqlite3.OperationalError as exc:
-            if not wait and exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        except Exception as exc:  # no transaction began: every unit fails with why, none hangs
+            busy = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not wait and getattr(exc, "sqlite_errorcode", None) in busy:
                 return False
             _settle_all([(future, loop, None, exc) for _, future, loop in group])
             return True
@@ -394,7 +395,10 @@ class SqliteWriter:
         if self._checkpointing or now < self._checkpoint_due or self._closed:
             return
         self._checkpointing, self._checkpoint_due = True, now + self.CHECKPOINT_EVERY_S
-        self._checkpoints.submit(self._checkpoint)
+        try:
+            self._checkpoints.submit(self._checkpoint)
+        except RuntimeError:  # closing: the last connection's close checkpoints
+            self._checkpointing = False
 
     def _checkpoint(self) -> None:
         """Copy the write-ahead log into the database (what the commit itself would do every

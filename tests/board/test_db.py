@@ -194,3 +194,26 @@ def test_sqlite_commits_are_checkpointed_into_the_database_file(database_url):
             await db.dispose()
 
     assert asyncio.run(scenario()) == {"a", "b"}
+
+
+def test_sqlite_write_to_an_unusable_database_fails_instead_of_hanging(tmp_path):
+    """A file that is not a database: the unit's caller gets the database's error (before the
+    write connection settled every unit's answer, an error while opening it left them waiting)."""
+    path = tmp_path / "board.db"
+    path.write_bytes(b"this is not an SQLite database, " * 200)
+
+    async def scenario() -> BaseException | None:
+        db = Database(normalize_database_url(f"sqlite:///{path}"))
+        try:
+            # the wait_for only guards the test run against the hang it checks for
+            await asyncio.wait_for(db.transact(lambda c: c.exec_driver_sql("SELECT 1")), 30)
+        except TimeoutError:
+            raise
+        except Exception as exc:
+            return exc
+        finally:
+            await db.dispose()
+        return None
+
+    error = asyncio.run(scenario())
+    assert error is not None and "not a database" in str(error), error
