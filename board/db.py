@@ -510,8 +510,8 @@ class Database:
             raise
 
     async def lookup(self, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn(connection)``, which must be a single SELECT of a few rows by an index (the
-        token of a request). On SQLite it runs right here, on the event loop's thread, outside
+        """Run ``fn(connection)``, which must be a single SELECT of rows found by an index (the
+        token of a request, the jobs a batch wrote by primary key). On SQLite it runs right here, on the event loop's thread, outside
         any transaction (one statement reads one consistent snapshot): an indexed read takes
         microseconds, less than handing it to a reader thread and back. Elsewhere: ``query``."""
         if not self.is_sqlite:
