@@ -128,8 +128,9 @@ def test_sqlite_units_queued_together_commit_together_and_fail_alone(database_ur
 
 @pytest.mark.parametrize("engine", ["sqlite"])
 def test_sqlite_write_waits_for_another_process_lock_off_the_loop(database_url):
-    """Another process holding the write lock: the unit waits for it on a thread while the event
-    loop goes on serving (a wait on the loop itself would stall it until the busy timeout)."""
+    """Another process holding the write lock: the unit waits for it, retried by the event
+    loop between other work (a wait inside SQLite on the loop would stall it until the busy
+    timeout)."""
     other = sqlite3.connect(_sqlite_path(database_url), isolation_level=None)
 
     async def scenario():
