@@ -92,7 +92,7 @@ async def report_status(
     if row.state == "revoked":
         raise Forbidden(f"farmhand {status.farmhand} was revoked: {row.state_reason}")
     board.online.at = 0.0  # the farm changed: re-read who is online at the next claim
-    board.feed.any_change.fire()
+    board.feed.farm_changed()
     return FarmhandStatusReply(state=row.state, reason=row.state_reason)
 
 
@@ -137,9 +137,7 @@ async def set_farmhand_state(
     await board.db.transact(unit)
     board.check_ins.pop(name, None)  # the next claim re-reads the farmhand's state
     board.online.at = 0.0
-    board.feed.any_change.fire()
-    if state == "active":
-        board.feed.work.wake_all()
+    board.feed.farm_changed(wake_all=state == "active")
     for view in await list_farmhands(board):
         if view.name == name:
             return view

@@ -355,7 +355,7 @@ async def submit_batch(board: BoardState, who: Principal, batch: list[SubmitJob]
     new = sum(1 for _, _, c in created_ids if c)
     if new:
         board.feed.work_available(new)
-        board.feed.any_change.fire()
+        board.feed.farm_changed()
     return BatchResult(
         items=items,
         created=new,

@@ -96,8 +96,8 @@ async def nudge_waiting_claimers(board: BoardState) -> None:
         return
     now = time.time()
     claimable = await board.db.query(lambda conn: conn.execute(CLAIMABLE, {"now": now}).scalar())
-    if claimable:
-        board.feed.work_available(claimable)
+    if claimable:  # every process runs this for its own claimers: nothing to relay
+        board.feed.work_available(claimable, relay=False)
 
 
 async def run_reaper(board: BoardState) -> None:

@@ -21,6 +21,11 @@ from pathlib import Path
 
 from board.errors import BadRequest, InsufficientStorage, PayloadTooLarge
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 CHUNK = 256 * 1024
 _KEY = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_.-]+)*$")
 
@@ -206,17 +211,21 @@ class LocalStorage(Storage):
     ) -> int:
         """Append a stream to a partial upload and return its new size. What arrived before a
         broken connection stays (that is what makes uploads resumable); ``truncate`` starts the
-        file over instead."""
+        file over instead. One append at a time per file, across processes too (a retry that
+        reached another worker while the broken upload's last bytes are still being written
+        waits for them): the bytes of two never interleave."""
         path = self._path(key)
-        mode = "wb" if truncate else "ab"
         try:
             try:
-                out = open(path, mode)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
             except FileNotFoundError:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                out = open(path, mode)
-            with out:
-                total = out.tell()
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+            with open(fd, "wb", closefd=True) as out:  # "wb" on a descriptor truncates nothing
+                await _exclusive(fd)
+                if truncate:
+                    out.truncate(0)
+                total = out.seek(0, os.SEEK_END)
                 async for chunk in chunks:
                     total += len(chunk)
                     if total > max_total:
@@ -254,6 +263,19 @@ class LocalStorage(Storage):
                     break
                 left -= len(block)
                 yield block
+
+
+async def _exclusive(fd: int) -> None:
+    """Hold the file's lock (``flock``, released when the file closes), waiting off the loop's
+    time for another holder: it is another body of the same upload, still arriving."""
+    if fcntl is None:  # Windows: one board process, and its own lock (outputs._locks) suffices
+        return
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            await asyncio.sleep(0.01)
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

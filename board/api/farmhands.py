@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post, put
+from litestar.types import Receive
 
 from board import claims, lifecycle
 from board.api.responses import (
@@ -19,6 +20,7 @@ from board.api.responses import (
     also,
     errors,
 )
+from board.auth import Principal
 from board.errors import BadRequest, LeaseLost
 from board.farm import report_status
 from board.http import body_chunks, requires
@@ -44,31 +46,32 @@ from wire import (
 SMALL_BODY = 256 * 1024
 
 
-def own_lease(request: Request, job_id: str, lease: str | None) -> None:
+def own_lease(who: Principal, job_id: str, lease: str | None) -> None:
     """409 when a farmhand presents a lease issued to another farmhand token (a leaked lease is
     no key to someone else's job)."""
-    if (
-        lease
-        and request.user.role == "farmhand"
-        and not lifecycle.lease_issued_to(lease, request.user.token_id)
-    ):
+    if lease and who.role == "farmhand" and not lifecycle.lease_issued_to(lease, who.token_id):
         raise LeaseLost(job_id, "that lease was issued to another farmhand token")
 
 
-async def fenced_body(
-    request: Request, board: BoardState, job_id: str, type_: type, *, cancelled_ok: bool = False
+async def fenced(
+    raw: bytes,
+    who: Principal,
+    board: BoardState,
+    job_id: str,
+    type_: type,
+    *,
+    cancelled_ok: bool = False,
 ) -> Any:
     """Decode a lease-carrying JSON body: the lease is checked (409 when stale) before the rest of
     the body is validated (400 with the field at fault). ``cancelled_ok`` lets a lease whose job
     was cancelled through, for the heartbeat that tells the farmhand to stop."""
-    raw = await request.body()
     try:
         loose = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
     if not isinstance(loose, dict) or not isinstance(loose.get("lease_token"), str):
         raise BadRequest("body must be a JSON object with a string `lease_token`")
-    own_lease(request, job_id, loose["lease_token"])
+    own_lease(who, job_id, loose["lease_token"])
     try:
         return msgspec.convert(loose, type_)
     except msgspec.ValidationError as exc:
@@ -81,10 +84,33 @@ async def fenced_body(
         raise BadRequest(f"invalid {type_.__name__.lower()} body: {exc}") from None
 
 
-async def _watch_hang_up(request: Request, gone: asyncio.Event) -> None:
+async def fenced_body(
+    request: Request, board: BoardState, job_id: str, type_: type, *, cancelled_ok: bool = False
+) -> Any:
+    return await fenced(
+        await request.body(), request.user, board, job_id, type_, cancelled_ok=cancelled_ok
+    )
+
+
+async def claim_job(
+    board: BoardState, data: ClaimRequest, who: Principal, receive: Receive
+) -> Claim | None:
+    """The claim route's work, for Litestar's route and the fast lane alike. ``receive`` is
+    the request's ASGI channel, listened on while a long-poll waits."""
+    gone = asyncio.Event()
+    # only a claim that waits can outlive its farmhand's connection
+    watcher = asyncio.create_task(_watch_hang_up(receive, gone)) if data.wait_s > 0 else None
+    try:
+        return await claims.claim(board, data, token_id=who.token_id, gone=gone)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+
+
+async def _watch_hang_up(receive: Receive, gone: asyncio.Event) -> None:
     """Set ``gone`` when the client disconnects (a long-poll whose farmhand went away)."""
     while True:
-        message = await request.receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
             gone.set()
             return
@@ -105,14 +131,7 @@ class FarmhandController(Controller):
     async def claim(
         self, request: Request, board: BoardState, data: ClaimRequest
     ) -> Response[Claim | None]:
-        gone = asyncio.Event()
-        # only a claim that waits can outlive its farmhand's connection
-        watcher = asyncio.create_task(_watch_hang_up(request, gone)) if data.wait_s > 0 else None
-        try:
-            found = await claims.claim(board, data, token_id=request.user.token_id, gone=gone)
-        finally:
-            if watcher is not None:
-                watcher.cancel()
+        found = await claim_job(board, data, request.user, request.receive)
         if found is None:
             return Response(None, status_code=204)
         return Response(found, status_code=200)
@@ -138,7 +157,7 @@ class FarmhandController(Controller):
     ) -> JobContext:
         if not lease:
             raise BadRequest(f"{LEASE_HEADER} header missing")
-        own_lease(request, job_id, lease)
+        own_lease(request.user, job_id, lease)
         return await job_context(board, job_id, lease)
 
     @post(
@@ -170,7 +189,7 @@ class FarmhandController(Controller):
         size: SizeHeader = None,
         content_range: ContentRangeHeader = None,
     ) -> UploadStatus:
-        own_lease(request, job_id, lease)
+        own_lease(request.user, job_id, lease)
         return await receive_output(
             board, job_id, lease_token=lease, sha256=sha256, size=size,
             content_range=content_range, chunks=body_chunks(request),
@@ -184,7 +203,7 @@ class FarmhandController(Controller):
     async def output_status(
         self, request: Request, board: BoardState, job_id: str, lease: LeaseHeader = None
     ) -> UploadStatus:
-        own_lease(request, job_id, lease)
+        own_lease(request.user, job_id, lease)
         return await upload_status(board, job_id, lease)
 
     @put(
@@ -197,7 +216,7 @@ class FarmhandController(Controller):
     async def put_thumbnail(
         self, request: Request, board: BoardState, job_id: str, lease: LeaseHeader = None
     ) -> None:
-        own_lease(request, job_id, lease)
+        own_lease(request.user, job_id, lease)
         await receive_thumbnail(board, job_id, lease, body_chunks(request))
 
     @post(

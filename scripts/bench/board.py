@@ -119,25 +119,26 @@ async def run_load(board, token, claimers, finish, output, seconds):
     return sum(done), elapsed, lat, claims
 
 
-def bench(engine: str, args, output: bytes | None) -> dict:
-    board = BenchBoard(engine)
+def bench(engine: str, workers: int, args, output: bytes | None) -> dict:
+    board = BenchBoard(engine, workers=workers)
     try:
         sub, fh = board.token("submitter", "bench"), board.token("farmhand", "bench-fh")
         submit(board, sub, args.jobs)
-        proc = psutil.Process(board.pid)
-        proc.cpu_percent()
+        procs = board.processes()
+        for proc in procs:
+            proc.cpu_percent()
         cycles, elapsed, lat, claims = asyncio.run(
             run_load(board, fh, args.claimers, args.finish, output, args.seconds)
         )
-        cpu = proc.cpu_percent() / 100
-        rss = proc.memory_info().rss / 2**20
+        cpu = sum(proc.cpu_percent() for proc in procs) / 100
+        rss = sum(proc.memory_info().rss for proc in procs) / 2**20
         with httpx.Client(base_url=board.url, headers={"Authorization": f"Bearer {sub}"}) as c:
             left = c.get(
                 "/api/v1/jobs", params={"state": ["queued", "claimed", "running"], "limit": 1}
             ).json()["total"]
         calls = [n for n in ("claim", "fail", "upload", "complete") if n in lat.samples]
         return {
-            "engine": engine,
+            "engine": engine if workers == 1 else f"{engine} ×{workers}",
             "cycles": cycles,
             "elapsed": elapsed,
             "rate": cycles / elapsed,
@@ -184,6 +185,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=60.0, help="stop after this long")
     parser.add_argument("--engines", default="sqlite,postgres")
+    parser.add_argument(
+        "--workers", default="1,2", help="board processes (board serve --workers), each measured"
+    )
     parser.add_argument("--finish", choices=["fail", "complete"], default="complete")
     args = parser.parse_args()
     output = tiny_mp4() if args.finish == "complete" else None
@@ -196,16 +200,17 @@ def main() -> None:
     calls = 2 if args.finish == "fail" else 3
     print(f"http floor  {floor:7.0f} requests/s on GET /health ({args.claimers} clients): at most "
           f"{floor / calls:.0f} cycles/s of {calls} requests even if they did no work")  # fmt: skip
-    for engine in args.engines.split(","):
-        r = bench(engine, args, output)
+    runs = [(e, int(w)) for e in args.engines.split(",") for w in args.workers.split(",")]
+    for engine, workers in runs:
+        r = bench(engine, workers, args, output)
         lat = "  ".join(
             f"{n} p50 {p50:.1f} ms p99 {p99:.1f} ms" for n, (p50, p99) in r["lat"].items()
         )
         print(
-            f"{engine:9s} {r['rate']:7.0f} cycles/s  ({r['cycles']} in {r['elapsed']:.1f} s)  "
+            f"{r['engine']:11s} {r['rate']:7.0f} cycles/s  ({r['cycles']} in {r['elapsed']:.1f} s)  "
             f"double claims {r['double']}  left behind {r['left']}  board CPU "
-            f"{r['board_cpu']:.2f} cores, RSS {r['board_rss_mb']:.0f} MB\n          {lat}\n"
-            f"          {r['rate'] * calls / floor:.0%} of the http floor's requests/s"
+            f"{r['board_cpu']:.2f} cores, RSS {r['board_rss_mb']:.0f} MB\n            {lat}\n"
+            f"            {r['rate'] * calls / floor:.0%} of the http floor's requests/s"
         )
 
 

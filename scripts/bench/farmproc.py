@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 # what a benchmark farmhand says it can do
 CAPS = {"encoders": ["libx264", "libx265", "libsvtav1"], "cores": 8, "slots": 1}
@@ -39,7 +40,9 @@ def _pg(url: str, sql: str) -> None:
 
 
 class BenchBoard:
-    def __init__(self, engine: str = "sqlite", env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, engine: str = "sqlite", env: dict[str, str] | None = None, workers: int = 1
+    ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="clipfarm-bench-"))
         self.pg_name = None
         if engine == "postgres":
@@ -56,6 +59,7 @@ class BenchBoard:
             **os.environ,
             "BOARD_DATA_DIR": str(self.dir),
             "BOARD_DATABASE_URL": db,
+            "BOARD_WORKERS": str(workers),
             **(env or {}),
         }
         self.admin = self._cli("token", "create", "--role", "admin", "--name", "admin")
@@ -97,6 +101,11 @@ class BenchBoard:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def processes(self) -> list[psutil.Process]:
+        """The board's processes: ``board serve`` and, with workers, each worker."""
+        main = psutil.Process(self.proc.pid)
+        return [main, *main.children(recursive=True)]
 
     def close(self) -> None:
         self.proc.terminate()

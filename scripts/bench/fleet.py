@@ -203,18 +203,22 @@ def main() -> None:
     parser.add_argument("--heartbeat-s", type=float, default=10.0)
     parser.add_argument("--ramp-s", type=float, default=20.0, help="farmhands start over this long")
     parser.add_argument("--engine", default="sqlite")
+    parser.add_argument("--workers", type=int, default=1, help="board serve --workers")
     args = parser.parse_args()
-    board = BenchBoard(args.engine, env={"BOARD_LEASE_S": "60", "BOARD_HEARTBEAT_S": "10"})
+    board = BenchBoard(
+        args.engine, env={"BOARD_LEASE_S": "60", "BOARD_HEARTBEAT_S": "10"}, workers=args.workers
+    )
     try:
-        proc = psutil.Process(board.pid)
-        proc.cpu_percent()
+        procs = board.processes()
+        for proc in procs:
+            proc.cpu_percent()
         peak_rss = 0
         started = time.monotonic()
 
         async def watch():
             nonlocal peak_rss
             while True:
-                peak_rss = max(peak_rss, proc.memory_info().rss)
+                peak_rss = max(peak_rss, sum(p.memory_info().rss for p in procs))
                 await asyncio.sleep(1)
 
         async def both():
@@ -226,7 +230,7 @@ def main() -> None:
 
         fleet = asyncio.run(both())
         elapsed = time.monotonic() - started
-        cpu = proc.cpu_percent() / 100
+        cpu = sum(p.cpu_percent() for p in procs) / 100
         import httpx
 
         with httpx.Client(

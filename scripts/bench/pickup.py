@@ -42,8 +42,8 @@ async def idle_farmhand(url, token, name, claimed: dict, stop: asyncio.Event):
     await conn.close()
 
 
-def run(engine: str, idle: int, jobs: int) -> list[float]:
-    board = BenchBoard(engine)
+def run(engine: str, idle: int, jobs: int, workers: int = 1) -> list[float]:
+    board = BenchBoard(engine, workers=workers)
     try:
         return asyncio.run(measure(board, idle, jobs))
     finally:
@@ -92,14 +92,19 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=16)
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--engines", default="sqlite,postgres")
+    parser.add_argument(
+        "--workers", default="1,2", help="board processes (board serve --workers), each measured"
+    )
     args = parser.parse_args()
     print(f"# {args.idle} idle farmhands long-polling; {args.jobs} jobs submitted one by one")
     for engine in args.engines.split(","):
-        lat = run(engine, args.idle, args.jobs)
-        print(
-            f"{engine:9s} submit → claimed: p50 {pct(lat, 50):.1f} ms  p99 {pct(lat, 99):.1f} ms"
-            f"  max {lat[-1] * 1000:.1f} ms  ({len(lat)} of {args.jobs} picked up)"
-        )
+        for workers in (int(w) for w in args.workers.split(",")):
+            lat = run(engine, args.idle, args.jobs, workers)
+            name = engine if workers == 1 else f"{engine} ×{workers}"
+            print(
+                f"{name:11s} submit → claimed: p50 {pct(lat, 50):.1f} ms  p99 {pct(lat, 99):.1f} ms"
+                f"  max {lat[-1] * 1000:.1f} ms  ({len(lat)} of {args.jobs} picked up)"
+            )
 
 
 if __name__ == "__main__":
