@@ -105,6 +105,10 @@ class LocalStorage(Storage):
         # plain strings on the upload path: pathlib's parsing cost more than the system calls
         return os.path.join(self._root, _checked(key))
 
+    def key_path(self, key: str) -> str:
+        """``local_path`` as a plain string (for ``move_in`` on the hot path)."""
+        return self._path(key)
+
     def exists(self, key: str) -> bool:
         return os.path.isfile(self._path(key))
 
@@ -168,7 +172,7 @@ class LocalStorage(Storage):
             raise
         return Written(size=size, sha256=digest.hexdigest())
 
-    def move_in(self, src: Path, key: str) -> Path:
+    def move_in(self, src: Path | str, key: str) -> None:
         dest = self._path(key)
         try:
             try:
@@ -180,7 +184,6 @@ class LocalStorage(Storage):
             if _disk_full(exc):  # a new folder needs room too
                 raise InsufficientStorage("the board's disk is full; try again later") from exc
             raise
-        return Path(dest)
 
     def write_note(self, key: str, text: str) -> None:
         """Write a small text file whole; on a full disk nothing is left and InsufficientStorage
