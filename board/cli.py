@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         help="board processes on this port (BOARD_WORKERS, default 1): on SQLite, 2 on a "
-        "2-core machine measured 1.3-1.4x the claim throughput of 1",
+        "2-core machine measured about 1.45x the claim throughput of 1 (BENCHMARKS.md)",
     )
     serve.add_argument("--log-level", default="warning")
     serve.add_argument("--access-log", action="store_true")

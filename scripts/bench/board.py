@@ -127,10 +127,13 @@ def bench(engine: str, workers: int, args, output: bytes | None) -> dict:
         procs = board.processes()
         for proc in procs:
             proc.cpu_percent()
+        me = psutil.Process()
+        me.cpu_percent()
         cycles, elapsed, lat, claims = asyncio.run(
             run_load(board, fh, args.claimers, args.finish, output, args.seconds)
         )
         cpu = sum(proc.cpu_percent() for proc in procs) / 100
+        generator_cpu = me.cpu_percent() / 100
         rss = sum(proc.memory_info().rss for proc in procs) / 2**20
         with httpx.Client(base_url=board.url, headers={"Authorization": f"Bearer {sub}"}) as c:
             left = c.get(
@@ -146,6 +149,7 @@ def bench(engine: str, workers: int, args, output: bytes | None) -> dict:
             "left": left if cycles >= args.jobs else f"{left} (time limit)",
             "lat": {n: (lat.pct(n, 50) * 1000, lat.pct(n, 99) * 1000) for n in calls},
             "board_cpu": cpu,
+            "generator_cpu": generator_cpu,
             "board_rss_mb": rss,
         }
     finally:
@@ -209,7 +213,8 @@ def main() -> None:
         print(
             f"{r['engine']:11s} {r['rate']:7.0f} cycles/s  ({r['cycles']} in {r['elapsed']:.1f} s)  "
             f"double claims {r['double']}  left behind {r['left']}  board CPU "
-            f"{r['board_cpu']:.2f} cores, RSS {r['board_rss_mb']:.0f} MB\n            {lat}\n"
+            f"{r['board_cpu']:.2f} cores, RSS {r['board_rss_mb']:.0f} MB, load generator "
+            f"{r['generator_cpu']:.2f} cores\n            {lat}\n"
             f"            {r['rate'] * calls / floor:.0%} of the http floor's requests/s"
         )
 
