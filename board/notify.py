@@ -5,9 +5,9 @@ They are in-process; ``board.siblings`` carries them to the other worker process
 Both are hints, never the source of truth: a woken claimer re-runs the claim query, an SSE stream
 re-reads the job. Claimers wait in a queue and are woken a few at a time — as many as there are
 new jobs — so one submit does not send a thousand idle farmhands to the database at once. What a
-hint can miss (a job submitted through another board process, a retry whose backoff ran out) is
-found by ``work_poller``, one cheap query a second per process: a missed hint costs latency,
-never correctness.
+hint can miss (a job submitted through a board on another host, a retry whose backoff ran out)
+is found by the reaper's nudge (``reaper.nudge_waiting_claimers``), one cheap query a second per
+process: a missed hint costs latency, never correctness.
 """
 
 from __future__ import annotations
