@@ -24,6 +24,7 @@ from board.errors import BadRequest, Conflict, LeaseLost, RangeNotSatisfiable
 from board.lifecycle import complete, held_job
 from board.models import jobs, outputs
 from board.state import BoardState
+from board.storage import SMALL
 from timeline.mp4info import Mp4Error, read_mp4
 from wire import Complete, UploadStatus
 
@@ -221,7 +222,9 @@ async def complete_job(board: BoardState, job_id: str, done: Complete) -> None:
     path = storage.key_path(staged)
     try:
         info = read_mp4(path)
-        with open(path + ".json") as f:  # staged before the file, so there unless swept
+        with open(
+            path + ".json", buffering=SMALL
+        ) as f:  # staged before the file: there unless swept
             note = json.load(f)
     except (Mp4Error, FileNotFoundError) as exc:
         if isinstance(exc, FileNotFoundError) or isinstance(exc.__cause__, FileNotFoundError):

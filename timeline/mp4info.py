@@ -51,7 +51,7 @@ def _top_level(path: Path) -> tuple[bytes, bytes]:
     """(ftyp payload, moov box contents) read from the file without loading the media data.
     Every top-level box is walked, so a file cut short (mdat running past the end) is refused."""
     ftyp, moov = b"", b""
-    with open(path, "rb") as f:
+    with open(path, "rb", buffering=0) as f:  # unbuffered: reads are box-sized, no tty check
         f.seek(0, 2)
         file_size = f.tell()
         pos = 0
