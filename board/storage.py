@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import io
 import os
 import re
 import secrets
@@ -227,7 +228,10 @@ class LocalStorage(Storage):
             except FileNotFoundError:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-            with open(fd, "wb", buffering=CHUNK) as out:  # "wb" on a descriptor truncates nothing
+            # "wb" on a descriptor truncates nothing. A small buffer (the size the default would
+            # pick, without asking the kernel): what arrives reaches the file at once, so the
+            # part's size is what the board received (uploads resume from it)
+            with open(fd, "wb", buffering=io.DEFAULT_BUFFER_SIZE) as out:
                 await _exclusive(fd)
                 if truncate:
                     out.truncate(0)
