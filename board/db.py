@@ -78,34 +78,37 @@ def _refuse_unstorable_values(engine: Engine) -> None:
 
 
 class Prepared:
-    """A hot statement, compiled for SQLite once and then run straight on the driver's cursor.
+    """A hot statement, compiled once per dialect and then run straight on the driver's cursor.
 
     ``Connection.execute`` costs about 25 µs of Python per statement (cache key, parameter and
     result processing, events), more than SQLite takes to run an indexed statement (2–3 µs,
     measured): on the paths every cycle of every farmhand takes (its token, claim, upload,
-    heartbeat, complete) it was a third of the board's CPU. ``execute`` answers a cursor on
-    SQLite and a SQLAlchemy result elsewhere; both have ``fetchone``, ``fetchall`` and
-    ``rowcount``, and their rows unpack as tuples. PostgreSQL keeps the SQLAlchemy path: its
-    round trip to the server costs more than the Python around it.
+    heartbeat, complete) it was a third of the board's CPU. On PostgreSQL the statement goes to
+    SQLAlchemy's asyncpg adapter cursor, which keeps asyncpg's prepared statement cache and the
+    transaction it began. The driver's errors are raised as SQLAlchemy's (``IntegrityError``…),
+    and a lost connection is invalidated, as ``Connection.execute`` would do. ``execute``
+    answers a cursor: it has ``fetchone``, ``fetchall`` and ``rowcount``, and its rows unpack as
+    tuples.
 
     Only for statements whose values need no conversion on the way in or out (text, numbers;
     JSON read as text with ``type_coerce``) and that name every column they write (no Python-side
     defaults): checked when it is first compiled, so a statement that does not fit fails its
-    first test rather than storing something different.
+    first test on SQLite rather than storing something different. (On PostgreSQL a statement
+    that does not fit runs through SQLAlchemy: its driver converts some types itself.)
     """
 
-    __slots__ = ("_sqlite", "statement", "strict")
+    __slots__ = ("_compiled", "statement", "strict")
 
     def __init__(self, statement, *, strict: bool = True) -> None:
         """``strict=False``: a statement that does not fit runs through SQLAlchemy instead."""
         self.statement = statement
         self.strict = strict
-        self._sqlite: tuple[str, tuple[str, ...], dict[str, Any]] | bool | None = None
+        self._compiled: dict[str, tuple[str, tuple[str, ...], dict[str, Any]] | bool] = {}
 
     def _compile(self, dialect) -> tuple[str, tuple[str, ...], dict[str, Any]] | bool:
         compiled = self.statement.compile(dialect=dialect)
         if why := self._unfit(compiled, dialect):
-            if self.strict:
+            if self.strict and dialect.name == "sqlite":
                 raise TypeError(f"{why}: {compiled.string}")
             return False
         names = tuple(compiled.positiontup or ())
@@ -122,32 +125,48 @@ class Prepared:
             return "not preparable: it has Python-side column defaults"
         if "POSTCOMPILE" in compiled.string:
             return "not preparable: an IN list expands when it runs (use among())"
+        if not compiled.positional and compiled.binds:
+            return "not preparable: the driver takes named parameters"
         for name in compiled.positiontup or ():
             kind = compiled.binds[name].type
             # Float's only conversion (int → float) is what a REAL column's affinity does anyway
-            exact = isinstance(kind, Float) and not kind.asdecimal
+            exact = isinstance(kind, Float) and not kind.asdecimal and dialect.name == "sqlite"
             if not exact and kind._cached_bind_processor(dialect) is not None:
                 return f"not preparable: parameter {name} needs conversion"
         for column in compiled._result_columns:
-            if column[3]._cached_result_processor(dialect, None) is not None:
+            kind = column[3]
+            if isinstance(kind, Float) and not kind.asdecimal:
+                continue  # a float column reads as a float on both drivers
+            if kind._cached_result_processor(dialect, None) is not None:
                 return f"not preparable: column {column[0]} needs conversion"
         return None
 
     def execute(self, conn: Connection, params: dict[str, Any] | None = None) -> Any:
         params = params or {}
-        if conn.dialect.name != "sqlite":
+        dialect = conn.dialect
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            compiled = self._compiled[dialect.name] = self._compile(dialect)
+        if compiled is False:
             return conn.execute(self.statement, params)
-        if self._sqlite is None:
-            self._sqlite = self._compile(conn.dialect)
-        if self._sqlite is False:
-            return conn.execute(self.statement, params)
-        sql, names, defaults = self._sqlite
+        sql, names, defaults = compiled
         values = tuple(params[n] if n in params else defaults[n] for n in names)
         if why := _unstorable(values):  # the event listener does not see the driver's cursor
             raise BadRequest(why)
-        # the DBAPI connection: sqlite3's own, or aiosqlite's adapter inside ``run_sync``
-        cursor = conn.connection.dbapi_connection.cursor()
-        cursor.execute(sql, values)
+        # the DBAPI connection: sqlite3's own, aiosqlite's adapter inside ``run_sync``, or the
+        # asyncpg adapter
+        dbapi_conn = conn.connection.dbapi_connection
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(sql, values)
+        except dialect.loaded_dbapi.Error as exc:
+            lost = dialect.is_disconnect(exc, dbapi_conn, cursor)
+            if lost:
+                conn.invalidate(exc)
+            raise DBAPIError.instance(
+                sql, values, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost,
+                dialect=dialect,
+            ) from exc  # fmt: skip
         return cursor
 
 
@@ -496,6 +515,9 @@ class Database:
             )
             _refuse_unstorable_values(self._writer.sync_engine)
             self._reader = self._writer
+            # lookups: one statement, no BEGIN and COMMIT around it (two round trips fewer);
+            # the same pool, its connections switched to autocommit while checked out
+            self._autocommit = self._writer.execution_options(isolation_level="AUTOCOMMIT")
 
     @property
     def engine(self) -> AsyncEngine:
@@ -534,9 +556,16 @@ class Database:
         """Run ``fn(connection)``, which must be a single SELECT of rows found by an index (the
         token of a request, the jobs a batch wrote by primary key). On SQLite it runs right here, on the event loop's thread, outside
         any transaction (one statement reads one consistent snapshot): an indexed read takes
-        microseconds, less than handing it to a reader thread and back. Elsewhere: ``query``."""
+        microseconds, less than handing it to a reader thread and back. On PostgreSQL it runs
+        on a pooled connection in autocommit: the statement alone, without BEGIN and COMMIT."""
         if not self.is_sqlite:
-            return await self.query(fn)
+            try:
+                async with self._autocommit.connect() as conn:
+                    return await conn.run_sync(fn)
+            except DBAPIError as exc:
+                if why := _refused_value(exc):
+                    raise BadRequest(f"the board's database refused a value: {why}") from None
+                raise
         if self._lookup_conn is None or self._lookup_conn.closed:
             self._lookup_conn = self._lookups.connect()
             # it runs on the event loop: never wait long for a lock (WAL readers rarely do)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,10 +14,10 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from board.config import normalize_database_url
-from board.db import Database, SqliteWriter, savepoint
+from board.db import Database, Prepared, PreparedWrite, SqliteWriter, savepoint
 from board.errors import BadRequest
 from board.migrate import upgrade
-from board.models import submitters
+from board.models import jobs, submitters
 from tests.harness import create_pg_database, drop_pg_database
 
 
@@ -217,3 +218,80 @@ def test_sqlite_write_to_an_unusable_database_fails_instead_of_hanging(tmp_path)
 
     error = asyncio.run(scenario())
     assert error is not None and "not a database" in str(error), error
+
+
+def test_a_prepared_statement_runs_on_the_driver_and_fails_as_sqlalchemy_would(database_url):
+    """``Prepared`` skips SQLAlchemy's execution layer on both engines; a refused write still
+    raises SQLAlchemy's ``IntegrityError`` (what ``submit`` catches), undoes only its unit, and
+    the connection stays usable."""
+    add = PreparedWrite(insert(submitters))
+    names = Prepared(select(submitters.c.name, submitters.c.id).order_by(submitters.c.id))
+
+    async def scenario() -> list[tuple]:
+        db = Database(database_url)
+        try:
+            await db.transact(lambda conn: add.execute(conn, {"name": "ada", "created_at": 0.0}))
+            with pytest.raises(IntegrityError):
+                await db.transact(
+                    lambda conn: add.execute(conn, {"name": "ada", "created_at": 1.0})
+                )
+            await db.transact(lambda conn: add.execute(conn, {"name": "bo", "created_at": 2.0}))
+            rows = await db.lookup(lambda conn: names.execute(conn).fetchall())
+            return [tuple(row) for row in rows]
+        finally:
+            await db.dispose()
+
+    rows = asyncio.run(scenario())
+    assert [name for name, _id in rows] == ["ada", "bo"]
+    (prepared,) = add._by_columns.values()
+    dialect = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    assert prepared._compiled[dialect] is not False, "it ran through SQLAlchemy instead"
+    assert names._compiled[dialect] is not False
+
+
+@pytest.mark.parametrize("engine", ["postgres"])
+def test_postgres_claims_walk_the_queue_in_order_before_statistics_catch_up(database_url):
+    """Right after a bulk submit PostgreSQL's statistics still say the queue is empty (autovacuum
+    analyzes up to a minute later). The claim must still walk the claim-order index to the first
+    fit, not read and sort the whole queue on every claim."""
+    from board.claims import WALK_THE_QUEUE_IN_ORDER, _first_unlocked
+    from board.matching import skills_of
+    from wire import Capabilities
+
+    queued = 3000
+    now = time.time()
+
+    def fill(conn) -> None:
+        owner = conn.execute(insert(submitters).values(name="bulk", created_at=now))
+        rows = [
+            {"id": f"job{n:05d}", "submitter_id": owner.inserted_primary_key[0], "title": "",
+             "state": "queued", "priority": 0, "compilation": {}, "requirements": {},
+             "req_codec": "h264", "req_encoder": "any", "queued_at": now + n,
+             "created_at": now + n, "updated_at": now + n}
+            for n in range(queued)
+        ]  # fmt: skip
+        conn.execute(insert(jobs), rows)
+
+    claim = _first_unlocked(skills_of(Capabilities(encoders=["libx264"])), frozenset())
+    binds = {"now": now + queued, "grace_cut": now + queued}
+
+    def plan(conn) -> list[str]:
+        WALK_THE_QUEUE_IN_ORDER.execute(conn)
+        first = claim.execute(conn, binds).fetchone()
+        assert first[0] == "job00000"  # the oldest
+        sql, names, defaults = claim._compiled["postgresql"]
+        values = tuple(binds[n] if n in binds else defaults[n] for n in names)
+        return list(conn.exec_driver_sql("EXPLAIN " + sql, values).scalars())
+
+    async def scenario() -> list[str]:
+        db = Database(database_url)
+        try:
+            await db.transact(fill)
+            return await db.transact(plan)
+        finally:
+            await db.dispose()
+
+    lines = asyncio.run(scenario())
+    text = "\n".join(lines)
+    assert "Index Scan using ix_jobs_claim_order on jobs" in text, text
+    assert "Sort" not in text and "Bitmap" not in text, text
