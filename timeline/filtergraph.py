@@ -159,7 +159,8 @@ def segment_graph(
         statements += item_video(head, plan, f"{inputs[k]}:v", "head", segment.head_frames,
                                  font, "h")  # fmt: skip
         offset = segment.frames - segment.head_frames
-        statements.append(_video_join(plan, last, "head", plan.joins[k - 1], offset, "mixed"))
+        statements.append(_video_join(plan, last, "head", plan.joins[k - 1], offset, "mixed",
+                                      right_frames=segment.head_frames))  # fmt: skip
         last = "mixed"
     mark = plan.watermark
     if mark is not None and watermark_input is not None:
@@ -177,17 +178,50 @@ def segment_graph(
 
 
 def _video_join(
-    plan: RenderPlan, left: str, right: str, join: PlanJoin, offset: int, out: str
+    plan: RenderPlan,
+    left: str,
+    right: str,
+    join: PlanJoin,
+    offset: int,
+    out: str,
+    *,
+    right_frames: int | None = None,
 ) -> str:
     """``[right]`` after ``[left]``, which holds ``offset`` frames before ``right`` begins:
     blended by the join's xfade, or cut. Either way the frames are restamped one output frame
-    apart from 0 (concat counts in microseconds; xfade needs both inputs on one time base)."""
+    apart from 0 (concat counts in microseconds; xfade needs both inputs on one time base).
+
+    Only the overlapping frames go through xfade. It works in 4:4:4 (ffmpeg converts what
+    enters it from 4:2:0 and back), so a whole stream passed through it had every frame's
+    chroma resampled twice: at 1080p that cost more CPU than the blending itself (BENCHMARKS.md).
+    The frames before the overlap (``left``'s body) and after it (``right``'s, unless
+    ``right_frames`` says ``right`` is the overlap alone) are cut out with trim and joined to
+    the blend by concat, untouched."""
     restamp = f"settb={_fps(1 / plan.fps)},setpts=N"
-    if join.frames:
-        return (f"[{left}][{right}]xfade=transition={join.effect}"
-                f":duration={plan.seconds(join.frames):.6f}:offset={plan.seconds(offset):.6f},"
-                f"{restamp}[{out}]")  # fmt: skip
-    return f"[{left}][{right}]concat=n=2:v=1:a=0,{restamp}[{out}]"
+    if not join.frames:
+        return f"[{left}][{right}]concat=n=2:v=1:a=0,{restamp}[{out}]"
+    n = join.frames
+    statements = [
+        f"[{left}]split=2[{out}l][{out}lt]",
+        f"[{out}l]trim=end_frame={offset}[{out}lbody]",
+        f"[{out}lt]trim=start_frame={offset},setpts=PTS-STARTPTS[{out}ltail]",
+    ]
+    parts = [f"[{out}lbody]", f"[{out}x]"]
+    head = right
+    if right_frames is None or right_frames > n:
+        statements += [
+            f"[{right}]split=2[{out}r][{out}rb]",
+            f"[{out}r]trim=end_frame={n}[{out}rhead]",
+            f"[{out}rb]trim=start_frame={n},setpts=PTS-STARTPTS[{out}rbody]",
+        ]
+        head = f"{out}rhead"
+        parts.append(f"[{out}rbody]")
+    statements.append(
+        f"[{out}ltail][{head}]xfade=transition={join.effect}"
+        f":duration={plan.seconds(n):.6f}:offset=0,format={PIX_FMT}[{out}x]"
+    )
+    statements.append(f"{''.join(parts)}concat=n={len(parts)}:v=1:a=0,{restamp}[{out}]")
+    return ";\n".join(statements)
 
 
 def _corner(position: str, margin: int) -> tuple[str, str]:
