@@ -141,16 +141,24 @@ class Prepared:
                 return f"not preparable: column {column[0]} needs conversion"
         return None
 
-    def execute(self, conn: Connection, params: dict[str, Any] | None = None) -> Any:
-        params = params or {}
-        dialect = conn.dialect
+    def bound(self, dialect, params: dict[str, Any]) -> tuple[str, tuple] | None:
+        """The SQL for ``dialect`` and its positional values for ``params``; None when this
+        statement runs through SQLAlchemy there."""
         compiled = self._compiled.get(dialect.name)
         if compiled is None:
             compiled = self._compiled[dialect.name] = self._compile(dialect)
         if compiled is False:
-            return conn.execute(self.statement, params)
+            return None
         sql, names, defaults = compiled
-        values = tuple(params[n] if n in params else defaults[n] for n in names)
+        return sql, tuple(params[n] if n in params else defaults[n] for n in names)
+
+    def execute(self, conn: Connection, params: dict[str, Any] | None = None) -> Any:
+        params = params or {}
+        dialect = conn.dialect
+        bound = self.bound(dialect, params)
+        if bound is None:
+            return conn.execute(self.statement, params)
+        sql, values = bound
         if why := _unstorable(values):  # the event listener does not see the driver's cursor
             raise BadRequest(why)
         # the DBAPI connection: sqlite3's own, aiosqlite's adapter inside ``run_sync``, or the
@@ -229,6 +237,18 @@ def _refused_value(exc: DBAPIError) -> str | None:
     if isinstance(state, str) and state.startswith("22"):
         return str(exc.orig)
     return None
+
+
+@contextmanager
+def refused_values_are_bad_requests():
+    """A value the database refuses is the caller's fault: BadRequest with the database's
+    reason (every other database error passes through)."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if why := _refused_value(exc):
+            raise BadRequest(f"the board's database refused a value: {why}") from None
+        raise
 
 
 def _sqlite_engine(url: str, *, begin: str, pool_size: int) -> AsyncEngine:
@@ -536,29 +556,21 @@ class Database:
         """Run ``fn(connection)`` as one atomic unit of work that may change the database: all of
         it is committed, or none of it (any exception). ``fn`` must not block on anything but the
         database; its side effects outside the database belong after the await."""
-        try:
+        with refused_values_are_bad_requests():
             if self.is_sqlite:
                 return await self._sqlite_writer.run(fn)
             async with self._writer.connect() as conn:
                 return await conn.run_sync(_committed, fn)
-        except DBAPIError as exc:
-            if why := _refused_value(exc):
-                raise BadRequest(f"the board's database refused a value: {why}") from None
-            raise
 
     async def query(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(connection)`` on a read-only snapshot."""
-        try:
+        with refused_values_are_bad_requests():
             if self.is_sqlite:
                 return await asyncio.get_running_loop().run_in_executor(
                     self._read_pool, self._read_sync, fn
                 )
             async with self._reader.connect() as conn:
                 return await conn.run_sync(_committed, fn)
-        except DBAPIError as exc:
-            if why := _refused_value(exc):
-                raise BadRequest(f"the board's database refused a value: {why}") from None
-            raise
 
     async def lookup(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(connection)``, which must be a single SELECT of rows found by an index (the
@@ -567,13 +579,9 @@ class Database:
         microseconds, less than handing it to a reader thread and back. On PostgreSQL it runs
         on a pooled connection in autocommit: the statement alone, without BEGIN and COMMIT."""
         if not self.is_sqlite:
-            try:
+            with refused_values_are_bad_requests():
                 async with self._autocommit.connect() as conn:
                     return await conn.run_sync(fn)
-            except DBAPIError as exc:
-                if why := _refused_value(exc):
-                    raise BadRequest(f"the board's database refused a value: {why}") from None
-                raise
         if self._lookup_conn is None or self._lookup_conn.closed:
             self._lookup_conn = self._lookups.connect()
             # it runs on the event loop: never wait long for a lock (WAL readers rarely do)
@@ -598,25 +606,17 @@ class Database:
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction: committed on success, rolled back on any exception. A value the
         database refuses is the caller's fault: BadRequest with the database's reason."""
-        try:
+        with refused_values_are_bad_requests():
             async with self._writer.begin() as conn:
                 yield conn
-        except DBAPIError as exc:
-            if why := _refused_value(exc):
-                raise BadRequest(f"the board's database refused a value: {why}") from None
-            raise
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read-only snapshot (rolled back at the end)."""
-        try:
+        with refused_values_are_bad_requests():
             async with self._reader.connect() as conn:
                 async with conn.begin():
                     yield conn
-        except DBAPIError as exc:
-            if why := _refused_value(exc):
-                raise BadRequest(f"the board's database refused a value: {why}") from None
-            raise
 
     async def ping(self) -> None:
         async with self._reader.connect() as conn:

@@ -160,7 +160,7 @@ def segment_graph(
                                  font, "h")  # fmt: skip
         offset = segment.frames - segment.head_frames
         statements.append(_video_join(plan, last, "head", plan.joins[k - 1], offset, "mixed",
-                                      right_frames=segment.head_frames))  # fmt: skip
+                                      right_is_overlap=True))  # fmt: skip
         last = "mixed"
     mark = plan.watermark
     if mark is not None and watermark_input is not None:
@@ -185,7 +185,7 @@ def _video_join(
     offset: int,
     out: str,
     *,
-    right_frames: int | None = None,
+    right_is_overlap: bool = False,
 ) -> str:
     """``[right]`` after ``[left]``, which holds ``offset`` frames before ``right`` begins:
     blended by the join's xfade, or cut. Either way the frames are restamped one output frame
@@ -195,7 +195,7 @@ def _video_join(
     enters it from 4:2:0 and back), so a whole stream passed through it had every frame's
     chroma resampled twice: at 1080p that cost more CPU than the blending itself (BENCHMARKS.md).
     The frames before the overlap (``left``'s body) and after it (``right``'s, unless
-    ``right_frames`` says ``right`` is the overlap alone) are cut out with trim and joined to
+    ``right_is_overlap``: a segment's head is the overlap alone) are cut out with trim and joined to
     the blend by concat, untouched."""
     restamp = f"settb={_fps(1 / plan.fps)},setpts=N"
     if not join.frames:
@@ -208,7 +208,7 @@ def _video_join(
     ]
     parts = [f"[{out}lbody]", f"[{out}x]"]
     head = right
-    if right_frames is None or right_frames > n:
+    if not right_is_overlap:
         statements += [
             f"[{right}]split=2[{out}r][{out}rb]",
             f"[{out}r]trim=end_frame={n}[{out}rhead]",

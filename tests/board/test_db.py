@@ -279,8 +279,7 @@ def test_postgres_claims_walk_the_queue_in_order_before_statistics_catch_up(data
         WALK_THE_QUEUE_IN_ORDER.execute(conn)
         first = claim.execute(conn, binds).fetchone()
         assert first[0] == "job00000"  # the oldest
-        sql, names, defaults = claim._compiled["postgresql"]
-        values = tuple(binds[n] if n in binds else defaults[n] for n in names)
+        sql, values = claim.bound(conn.dialect, binds)
         return list(conn.exec_driver_sql("EXPLAIN " + sql, values).scalars())
 
     async def scenario() -> list[str]:

@@ -47,7 +47,7 @@ def test_an_xfade_blends_only_the_overlap_and_leaves_every_other_frame_untouched
     join = PlanJoin(index=0, effect=effect, frames=OVERLAP)
     graph = sources + _video_join(
         PLAN, "left", "right", join, LEFT - OVERLAP, "out",
-        right_frames=OVERLAP if right_is_head else None,
+        right_is_overlap=right_is_head,
     )  # fmt: skip
     joined = _frames(graph)
     left_alone = _frames(sources + "[left]null[out];[right]nullsink")
