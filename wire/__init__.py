@@ -16,8 +16,9 @@ import msgspec
 from msgspec import Meta, Struct
 
 from timeline.spec import Codec, Compilation
+from wire.errors import error_detail  # noqa: F401  (clients import it from here too)
+from wire.routes import API  # noqa: F401
 
-API = "/api/v1"
 
 # Headers of the farmhand's job calls that carry no JSON body (uploads, media downloads).
 LEASE_HEADER = "X-Lease-Token"
@@ -334,18 +335,6 @@ class SubmitterView(WireStruct):
     limits: Limits
     render_seconds_this_month: float = 0.0
     storage_bytes: int = 0
-
-
-def error_detail(body: bytes, fallback: str = "") -> str:
-    """The message of a board error answer (``{"status_code": ..., "detail": ...}``), else the
-    start of whatever the body is; for clients to show people."""
-    try:
-        decoded = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        return body[:500].decode("utf-8", "replace") or fallback
-    if isinstance(decoded, dict) and "detail" in decoded:
-        return str(decoded["detail"])
-    return str(decoded)[:500]
 
 
 def encode(obj: object) -> bytes:
