@@ -23,12 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python scripts/demo.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import httpx
-
-from scripts.demo_media import make_sample_media
+from demo_media import make_sample_media  # beside this file (scripts/ is not a package)
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = ".clipfarm-demo"  # only a folder holding this is ever wiped
@@ -307,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
         outputs = root / "outputs"
         say(f"submitting {_shown(manifest)} with clipfarm-submit --wait")
         submit = subprocess.run(
-            [sys.executable, "-m", "scripts.submit", str(manifest), "--wait", "--out",
+            [sys.executable, "-m", "submitter.cli", str(manifest), "--wait", "--out",
              str(outputs), "--timeout", str(args.timeout)],
             env=dict(os.environ, CLIPFARM_BOARD_URL=farm.url, CLIPFARM_TOKEN=submitter),
             cwd=ROOT,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import json
 import os
 import secrets
 import signal
@@ -266,6 +267,16 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def ffprobe(path: Path) -> dict:
+    """ffprobe's JSON view of a media file: its ``format`` and ``streams``."""
+    out = subprocess.run(
+        [os.environ.get("FFPROBE_BINARY", "ffprobe"), "-v", "error", "-show_format",
+         "-show_streams", "-of", "json", str(path)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return json.loads(out)
 
 
 def ffmpeg_children_of(pid: int) -> list[int]:

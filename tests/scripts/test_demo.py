@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import wait_for
-from tests.scripts.conftest import ROOT, ffprobe
+from tests.harness import ffprobe, wait_for
+from tests.scripts.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 """A bulk-submit manifest: many compilations in one file, CSV, JSON or JSONL.
 
 ``read_manifest`` turns the file into :class:`ManifestItem` s (one per compilation, each knowing
-the line of every field it came from) and checks them all locally (``scripts.manifest_check``),
+the line of every field it came from) and checks them all locally (``submitter.manifest_check``),
 so every problem is reported as ``file:line: message`` before anything is uploaded.
 
 JSON: a list of items, or one item. JSONL: one item per line (blank lines and lines starting
@@ -12,7 +12,7 @@ compilation"), optionally with ``priority``, ``requirements``, ``idempotency_key
 folder; uploaded by the submit script), ``{"url": "https://..."}`` or ``{"media": "<id>"}``.
 Clip ``start``/``end`` may be seconds or ``"mm:ss.ff"`` / ``"hh:mm:ss"`` text.
 
-CSV: see ``scripts.manifest_csv``.
+CSV: see ``submitter.manifest_csv``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scripts.json_lines import JsonPath, JsonSyntaxError, line_of, parse_with_lines
+from submitter.json_lines import JsonPath, JsonSyntaxError, line_of, parse_with_lines
 
 # Fields of a submit body that are not the compilation (wire.SubmitJob).
 SUBMIT_FIELDS = ("priority", "requirements", "idempotency_key", "max_attempts")
@@ -78,8 +78,8 @@ class Manifest:
 def read_manifest(path: Path, *, format: str | None = None) -> Manifest:
     """Read and check a manifest; ``format`` is csv, json or jsonl (default: from the suffix).
     Never raises for a bad manifest: everything wrong is in ``problems``."""
-    from scripts.manifest_check import check_item
-    from scripts.manifest_csv import read_csv
+    from submitter.manifest_check import check_item
+    from submitter.manifest_csv import read_csv
 
     path = Path(path)
     kind = (format or path.suffix.lstrip(".")).lower()

@@ -7,9 +7,9 @@ import re
 import time
 from pathlib import Path
 
-from scripts.board_client import BoardClient, BoardError
-from scripts.progress import ProgressBar, human_bytes
-from scripts.submission import Entry
+from submitter.board_client import BoardClient, BoardError
+from submitter.progress import ProgressBar, human_bytes
+from submitter.submission import Entry
 from wire import FINAL_STATES, JobView
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._]+")

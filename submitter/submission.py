@@ -17,9 +17,9 @@ from typing import Any
 
 import msgspec
 
-from scripts.board_client import BoardClient, BoardError
-from scripts.manifest import ManifestItem, sources_of
-from scripts.progress import ProgressBar
+from submitter.board_client import BoardClient, BoardError
+from submitter.manifest import ManifestItem, sources_of
+from submitter.progress import ProgressBar
 from timeline.spec import parse_compilation
 from wire import JobView
 

@@ -12,8 +12,8 @@ import threading
 
 import pytest
 
-from tests.harness import RunningFarmhand
-from tests.scripts.conftest import ROOT, ffprobe, run_submit
+from tests.harness import RunningFarmhand, ffprobe
+from tests.submitter.conftest import ROOT, run_submit
 
 
 def write_hundred_rows(folder, media_dir):

@@ -32,7 +32,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from scripts.manifest import ManifestItem, Problem, parse_time, resolve_path
+from submitter.manifest import ManifestItem, Problem, parse_time, resolve_path
 
 CLIP_COLUMNS = ("compilation", "clip", "start", "end", "creator", "title")
 SOURCE_COLUMNS = ("intro", "outro", "watermark", "music")

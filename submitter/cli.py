@@ -7,8 +7,8 @@
 The board and token come from --board/--token or CLIPFARM_BOARD_URL/CLIPFARM_TOKEN (a submitter
 token: ``board token create --role submitter --name NAME``). Every compilation gets a stable
 idempotency key, so running the same manifest again creates no new jobs. The manifest formats
-are described in scripts/manifest.py (JSON/JSONL) and scripts/manifest_csv.py (CSV), and in the
-README.
+are described in submitter/manifest.py (JSON/JSONL) and submitter/manifest_csv.py (CSV), and in
+the README.
 
 Exit status: 0 all good; 1 the manifest has problems, or a job was rejected or (with --wait)
 did not succeed; 2 the board could not be used (unreachable, bad token); 130 interrupted.
@@ -21,14 +21,11 @@ import os
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python scripts/submit.py`: make `scripts` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from scripts.board_client import BoardClient, BoardError
-from scripts.follow import follow_jobs
-from scripts.manifest import Manifest, read_manifest
-from scripts.progress import ProgressBar, human_bytes
-from scripts.submission import (
+from submitter.board_client import BoardClient, BoardError
+from submitter.follow import follow_jobs
+from submitter.manifest import Manifest, read_manifest
+from submitter.progress import ProgressBar, human_bytes
+from submitter.submission import (
     Entry,
     idempotency_key,
     sha256_files,

@@ -15,8 +15,8 @@ from typing import Any
 
 import msgspec
 
-from scripts.json_lines import JsonPath
-from scripts.manifest import ManifestItem, Problem, sources_of
+from submitter.json_lines import JsonPath
+from submitter.manifest import ManifestItem, Problem, sources_of
 from timeline.spec import XFADE_EFFECTS, Clip, Compilation
 from wire import SubmitJob
 
