@@ -1,9 +1,13 @@
 """The farmhand's side of the wire contract: one typed method per board route.
 
-Network trouble and 5xx answers are retried with backoff (tenacity); the board saying "this lease
-is gone" (409) is ``LeaseLost`` and never retried. A board that stays unreachable raises
-``BoardUnreachable`` after the call's deadline, and the caller decides (a heartbeat just tries
-again next interval; an upload keeps trying while the lease may still be alive).
+Every call goes through ``wire.client``: connection trouble, 5xx and 429 are retried with
+backoff (tenacity) until the call's deadline, then raise ``BoardUnreachable`` and the caller
+decides (a heartbeat just tries again next interval; an upload keeps trying while the lease may
+still be alive). The board saying "this lease is gone" (409) is ``LeaseLost`` and never retried.
+
+The rendered output and its thumbnail go where the job's context says (``output_url``,
+``thumbnail_url``): a path on the board or an absolute URL, possibly on another host (object
+storage); the farmhand's token is sent only to the board itself.
 """
 
 from __future__ import annotations
@@ -16,15 +20,8 @@ from typing import Any
 
 import httpx
 import msgspec
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
 
 from wire import (
-    API,
     LEASE_HEADER,
     UPLOAD_SHA256_HEADER,
     UPLOAD_SIZE_HEADER,
@@ -40,38 +37,21 @@ from wire import (
     JobContext,
     Release,
     UploadStatus,
-    error_detail,
+    routes,
 )
+from wire.client import TryAgain, call_async, checked, retried_async, unreachable
+from wire.errors import BoardError, BoardUnreachable, LeaseLost
+
+__all__ = ["BoardClient", "BoardError", "BoardUnreachable", "LeaseLost", "sha256_of"]
 
 log = logging.getLogger("farmhand.client")
 UPLOAD_CHUNK = 1024 * 1024
-
-
-class BoardError(Exception):
-    """The board refused a call; ``str()`` is the board's own message."""
-
-    def __init__(self, message: str, status: int = 0) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class LeaseLost(BoardError):
-    """409: this farmhand no longer holds the job (expired, requeued, cancelled). Abort."""
-
-
-class BoardUnreachable(BoardError):
-    """No answer (or only 5xx) from the board within the call's deadline."""
-
-
-class _Retry(Exception):
-    """A transient answer worth another try (5xx, 429, connection trouble)."""
-
-
-def _detail(response: httpx.Response) -> str:
-    return error_detail(response.content, response.reason_phrase)
+# On a farmhand's call about a job it holds, 409 means the lease is gone (DESIGN.md "Fencing").
+LEASE_ERRORS = {409: LeaseLost}
 
 
 def sha256_of(path: Path) -> str:
+    """The hex sha256 of a file, read in blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1024 * 1024):
@@ -106,51 +86,58 @@ class BoardClient:
     async def _call(
         self,
         method: str,
-        path: str,
+        url: str,
+        what: str,
         *,
         deadline_s: float,
         timeout_s: float | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
-        """One request, retried on connection trouble and 5xx until ``deadline_s``."""
+        """One request about the farm or a held job, retried until ``deadline_s``."""
         if timeout_s is not None:
             kwargs["timeout"] = httpx.Timeout(timeout_s, connect=10.0)
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(_Retry),
-            wait=wait_exponential_jitter(multiplier=0.5, max=15.0),
-            stop=stop_after_delay(deadline_s),
-            reraise=True,
+        return await call_async(
+            lambda: self._send(method, url, **kwargs),
+            what,
+            deadline_s=deadline_s,
+            classes=LEASE_ERRORS,
         )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    try:
-                        response = await self.http.request(method, path, **kwargs)
-                    except httpx.TransportError as exc:
-                        raise _Retry(f"board unreachable: {type(exc).__name__}: {exc}") from exc
-                    if response.status_code >= 500 or response.status_code == 429:
-                        raise _Retry(f"board answered {response.status_code}: {_detail(response)}")
-        except _Retry as exc:
-            raise BoardUnreachable(str(exc)) from exc
-        if response.status_code == 409:
-            raise LeaseLost(_detail(response), 409)
-        if response.status_code >= 400:
-            raise BoardError(
-                f"{method} {path}: {response.status_code} {_detail(response)}", response.status_code
-            )
-        return response
+
+    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """Send one request to ``url``: a path on the board, or an absolute URL that gets the
+        farmhand's token only when it points at the board itself."""
+        request = self.http.build_request(method, url, **kwargs)
+        if not self._on_board(request.url):
+            del request.headers["Authorization"]
+        return await self.http.send(request)
+
+    def _on_board(self, url: httpx.URL) -> bool:
+        board = self.http.base_url
+        return (url.scheme, url.host, url.port) == (board.scheme, board.host, board.port)
+
+    async def _post_json(self, url: str, what: str, body: Any, *, deadline_s: float):
+        return await self._call(
+            "POST",
+            url,
+            what,
+            deadline_s=deadline_s,
+            content=msgspec.json.encode(body),
+            headers={"Content-Type": "application/json"},
+        )
 
     # ------------------------------------------------------------ farm
 
     async def claim(
         self, capabilities: Capabilities, *, wait_s: float, running: list[str]
     ) -> Claim | None:
+        """Long-poll for a job (up to ``wait_s``); None when the board had none for us."""
         body = ClaimRequest(
             farmhand=self.name, capabilities=capabilities, wait_s=wait_s, running=running
         )
         response = await self._call(
             "POST",
-            f"{API}/farmhand/claim",
+            routes.CLAIM,
+            "claim",
             deadline_s=wait_s + 30,
             timeout_s=wait_s + 15,
             content=msgspec.json.encode(body),
@@ -168,79 +155,81 @@ class BoardClient:
         capabilities: Capabilities | None,
         deadline_s: float = 10.0,
     ) -> FarmhandStatusReply:
+        """Tell the board whether we are paused (and what we can do); its view of us back."""
         body = FarmhandStatus(
             farmhand=self.name, paused=paused, reason=reason, capabilities=capabilities
         )
-        response = await self._post_json(f"{API}/farmhand/status", body, deadline_s=deadline_s)
+        response = await self._post_json(
+            routes.FARMHAND_STATUS, "status", body, deadline_s=deadline_s
+        )
         return msgspec.json.decode(response.content, type=FarmhandStatusReply)
 
     # ------------------------------------------------------------ the held job
 
     async def context(self, job_id: str, lease_token: str) -> JobContext:
+        """Everything needed to render the job, and where its output goes."""
         response = await self._call(
             "GET",
-            f"{API}/farmhand/jobs/{job_id}/context",
+            routes.path(routes.JOB_CONTEXT, job_id=job_id),
+            f"context of {job_id}",
             deadline_s=60,
             headers={LEASE_HEADER: lease_token},
         )
         return msgspec.json.decode(response.content, type=JobContext)
 
     async def heartbeat(self, job_id: str, beat: Heartbeat, *, deadline_s: float) -> HeartbeatReply:
-        response = await self._post_json(
-            f"{API}/farmhand/jobs/{job_id}/heartbeat", beat, deadline_s=deadline_s
-        )
+        """Extend the lease and report progress; the answer may say ``cancel``."""
+        url = routes.path(routes.JOB_HEARTBEAT, job_id=job_id)
+        response = await self._post_json(url, f"heartbeat {job_id}", beat, deadline_s=deadline_s)
         return msgspec.json.decode(response.content, type=HeartbeatReply)
 
     async def complete(self, job_id: str, done: Complete, *, deadline_s: float) -> None:
-        await self._post_json(f"{API}/farmhand/jobs/{job_id}/complete", done, deadline_s=deadline_s)
+        """Hand the job in (after its output was uploaded)."""
+        url = routes.path(routes.JOB_COMPLETE, job_id=job_id)
+        await self._post_json(url, f"complete {job_id}", done, deadline_s=deadline_s)
 
     async def fail(self, job_id: str, failure: Fail, *, deadline_s: float) -> None:
-        await self._post_json(f"{API}/farmhand/jobs/{job_id}/fail", failure, deadline_s=deadline_s)
+        """Report the job failed, retryable or not."""
+        url = routes.path(routes.JOB_FAIL, job_id=job_id)
+        await self._post_json(url, f"fail {job_id}", failure, deadline_s=deadline_s)
 
     async def release(self, job_id: str, rel: Release, *, deadline_s: float = 10.0) -> None:
-        await self._post_json(f"{API}/farmhand/jobs/{job_id}/release", rel, deadline_s=deadline_s)
-
-    async def _post_json(self, path: str, body: Any, *, deadline_s: float) -> httpx.Response:
-        return await self._call(
-            "POST",
-            path,
-            deadline_s=deadline_s,
-            content=msgspec.json.encode(body),
-            headers={"Content-Type": "application/json"},
-        )
+        """Give the job back (shutting down): the board requeues it at once."""
+        url = routes.path(routes.JOB_RELEASE, job_id=job_id)
+        await self._post_json(url, f"release {job_id}", rel, deadline_s=deadline_s)
 
     # ------------------------------------------------------------ upload
 
     async def upload_output(
-        self, job_id: str, lease_token: str, path: Path, *, sha256: str, deadline_s: float
+        self,
+        job_id: str,
+        lease_token: str,
+        path: Path,
+        *,
+        sha256: str,
+        deadline_s: float,
+        url: str | None = None,
     ) -> UploadStatus:
-        """Upload ``path`` resumably: ask the board how much it has, send the rest; after a cut,
-        ask again and continue. Retried until ``deadline_s``."""
+        """Upload ``path`` resumably to ``url`` (the context's ``output_url``; None: the board's
+        own upload route): ask how much arrived, send the rest; after a cut, ask again and
+        continue. Retried until ``deadline_s``."""
+        url = url or routes.path(routes.JOB_UPLOAD, job_id=job_id)
         size = path.stat().st_size
-        url = f"{API}/farmhand/jobs/{job_id}/output"
         declared = {
             LEASE_HEADER: lease_token,
             UPLOAD_SHA256_HEADER: sha256,
             UPLOAD_SIZE_HEADER: str(size),
         }
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type((_Retry, BoardUnreachable)),
-            wait=wait_exponential_jitter(multiplier=0.5, max=15.0),
-            stop=stop_after_delay(deadline_s),
-            reraise=True,
+        what = f"upload of {job_id}"
+        return await retried_async(
+            lambda: self._upload_once(url, what, path, declared, size), deadline_s=deadline_s
         )
-        try:
-            return await retrying(self._upload_once, url, path, declared, size)
-        except _Retry as exc:
-            raise BoardUnreachable(str(exc)) from exc
 
     async def _upload_once(
-        self, url: str, path: Path, declared: dict[str, str], size: int
+        self, url: str, what: str, path: Path, declared: dict[str, str], size: int
     ) -> UploadStatus:
-        status = msgspec.json.decode(
-            (await self._call("GET", url, deadline_s=30, headers=declared)).content,
-            type=UploadStatus,
-        )
+        answer = await self._call("GET", url, f"{what} (status)", deadline_s=30, headers=declared)
+        status = msgspec.json.decode(answer.content, type=UploadStatus)
         if status.complete and status.size == size:
             return status
         offset = status.received if status.size == size else 0
@@ -251,31 +240,32 @@ class BoardClient:
             "Content-Length": str(size - offset),
         }
         try:
-            response = await self.http.put(
+            response = await self._send(
+                "PUT",
                 url,
                 content=_read_from(path, offset),
                 headers=headers,
                 timeout=httpx.Timeout(120.0, connect=10.0),
             )
         except httpx.TransportError as exc:
-            raise _Retry(f"upload cut after byte {offset}: {exc}") from exc
-        if response.status_code == 409:
-            raise LeaseLost(_detail(response), 409)
-        if response.status_code == 416 or response.status_code >= 500:
-            raise _Retry(f"upload answered {response.status_code}: {_detail(response)}")
-        if response.status_code >= 400:
-            raise BoardError(
-                f"upload refused: {response.status_code} {_detail(response)}", response.status_code
-            )
+            raise unreachable(f"{what} (cut after byte {offset})", exc) from exc
+        if response.status_code == 416:  # the board's idea of what arrived moved: ask again
+            raise TryAgain(f"{what}: HTTP 416 at byte {offset}")
+        checked(response, what, classes=LEASE_ERRORS)
         status = msgspec.json.decode(response.content, type=UploadStatus)
         if not status.complete:
-            raise _Retry(f"board has {status.received} of {size} bytes")
+            raise TryAgain(f"{what}: the board has {status.received} of {size} bytes")
         return status
 
-    async def upload_thumbnail(self, job_id: str, lease_token: str, path: Path) -> None:
+    async def upload_thumbnail(
+        self, job_id: str, lease_token: str, path: Path, *, url: str | None = None
+    ) -> None:
+        """PUT the job's thumbnail to ``url`` (the context's ``thumbnail_url``; None: the
+        board's own route)."""
         await self._call(
             "PUT",
-            f"{API}/farmhand/jobs/{job_id}/thumbnail",
+            url or routes.path(routes.JOB_UPLOAD_THUMBNAIL, job_id=job_id),
+            f"thumbnail of {job_id}",
             deadline_s=60,
             content=path.read_bytes(),
             headers={LEASE_HEADER: lease_token, "Content-Type": "image/jpeg"},

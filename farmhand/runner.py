@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from farmhand.cache import MediaCache, PinSet
-from farmhand.client import BoardClient, BoardError, BoardUnreachable, LeaseLost, sha256_of
+from farmhand.client import BoardClient, BoardError, LeaseLost, sha256_of
 from farmhand.fetch import FetchError, FetchLeaseLost, board_headers, fetch_all
 from timeline.encoders import ENCODERS, Encoder, software_encoder
 from timeline.errors import EncoderError, PermanentRenderError, RenderCancelled, RenderError
@@ -179,12 +179,16 @@ class JobRunner:
             result = await self._render(context, paths, workdir)
             self._set(stage="uploading", progress=0.97, eta_s=None, fps=None, speed=None)
             sha = await asyncio.to_thread(sha256_of, result.path)
+            # the output goes where the context says (a path on the board, or storage elsewhere)
             await self.client.upload_output(
-                self.job_id, self.lease, result.path, sha256=sha, deadline_s=HAND_IN_DEADLINE_S
-            )
+                self.job_id, self.lease, result.path, sha256=sha, url=context.output_url,
+                deadline_s=HAND_IN_DEADLINE_S,
+            )  # fmt: skip
             if result.thumbnail is not None and result.thumbnail.exists():
-                with contextlib.suppress(BoardUnreachable, BoardError):
-                    await self.client.upload_thumbnail(self.job_id, self.lease, result.thumbnail)
+                with contextlib.suppress(BoardError):  # a missing thumbnail fails no job
+                    await self.client.upload_thumbnail(
+                        self.job_id, self.lease, result.thumbnail, url=context.thumbnail_url
+                    )
             self._set(stage="completing", progress=1.0)
             await self.client.complete(
                 self.job_id,
@@ -301,7 +305,7 @@ class JobRunner:
             except LeaseLost as exc:
                 self._abort(JobAborted(Outcome.LEASE_LOST, str(exc)))
                 return
-            except (BoardUnreachable, BoardError) as exc:
+            except BoardError as exc:  # BoardUnreachable included
                 # Keep rendering: the board may come back before the lease runs out.
                 log.warning("job %s: heartbeat not delivered: %s", self.job_id, exc)
             await asyncio.sleep(interval)
