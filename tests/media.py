@@ -117,3 +117,41 @@ def make_audio(path: Path, *, duration: float = 3.0, tone_hz: int = 220) -> Path
         check=True,
     )
     return path
+
+
+def make_local_file_playlist(path: Path, segment: Path, *, duration: float = 2.0) -> Path:
+    """Write an HLS playlist (``#EXTM3U``) whose one segment is the local file ``segment`` as a
+    ``file://`` URL: what an attacker uploads, or serves at a clip URL, to make ffmpeg read a
+    farmhand's own disk into the video. ffmpeg finds it is HLS by its content, whatever the
+    file is called."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "#EXTM3U\n#EXT-X-VERSION:3\n"
+        f"#EXT-X-TARGETDURATION:{int(duration) + 1}\n#EXT-X-MEDIA-SEQUENCE:0\n"
+        f"#EXTINF:{duration:.3f},\n{segment.resolve().as_uri()}\n#EXT-X-ENDLIST\n"
+    )
+    return path
+
+
+def make_png_declaring(path: Path, width: int, height: int) -> Path:
+    """Write a valid all-black RGB PNG of ``width`` x ``height``, crafted with zlib: 16000 x
+    16000 is a 0.7 MB file that a decoder expands to 768 MB of pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    row = b"\x00" * (width * 3 + 1)  # filter byte 0, then black pixels
+    rows_per_block = max(1, (16 << 20) // len(row))
+    packer = zlib.compressobj(9)
+    idat = []
+    for first in range(0, height, rows_per_block):
+        idat.append(packer.compress(row * min(rows_per_block, height - first)))
+    idat.append(packer.flush())
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(idat))
+                     + chunk(b"IEND", b""))  # fmt: skip
+    return path

@@ -339,9 +339,9 @@ def probe_sources(
             raise RenderCancelled("render cancelled")
         try:
             return probe(Path(sources[key]).resolve(), label=labels.get(key, key))
-        except ProbeError as exc:
-            raise ProbeError(exc.message, source_key=key, label=labels.get(key, key),
-                             stderr_tail=exc.stderr_tail) from exc  # fmt: skip
+        except ProbeError as exc:  # the same kind of error (a playlist, over a cap), now keyed
+            raise type(exc)(exc.message, source_key=key, label=labels.get(key, key),
+                            stderr_tail=exc.stderr_tail) from exc  # fmt: skip
 
     with ThreadPoolExecutor(max_workers=PROBE_THREADS) as pool:
         found = dict(zip(wanted, pool.map(one, wanted), strict=True))
@@ -363,7 +363,7 @@ def verify_output(
     ``planned_s`` (within one frame), AAC-ready 48 kHz stereo sound ending within one AAC frame
     of the picture. Returns its ``MediaInfo``; raises ``RenderError`` listing what is wrong."""
     try:
-        info = probe(Path(path), label="the rendered file")
+        info = probe(Path(path), label="the rendered file", limits=False)
     except ProbeError as exc:  # our own output: not the input's fault, so not permanent
         raise RenderError(exc.message, stderr_tail=exc.stderr_tail) from exc
     problems = []

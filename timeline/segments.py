@@ -9,6 +9,10 @@ of the frame rate, so the concat demuxer joins them by stream copy with exact ti
 The audio is one continuous track: its parts (a few dozen items each) are rendered losslessly,
 then joined, mixed with the music and encoded to AAC once; the final join only copies packets
 (``+faststart`` for playback before download completes).
+
+Every media input is opened through ``timeline.inputs.media_input`` (local file only, real media
+containers only, the caps of ``timeline.probe``); the renderer's own files through ``own_input``,
+naming the demuxer it wrote them for.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from pathlib import Path
 
 from timeline.encoders import Encoder
 from timeline.filtergraph import mix_audio_graph, part_audio_graph, segment_graph
+from timeline.inputs import media_input, own_input
 from timeline.plan import SAMPLE_RATE, PlanItem, RenderPlan, Segment
+from timeline.probe import MAX_PIXELS, MAX_STREAMS
 
 AUDIO_BITRATE = "192k"
 # Read a few source frames past what is needed (a trim filter makes it exact); every frame
@@ -65,6 +71,11 @@ def track_timescale(fps: Fraction) -> int:
     return scale
 
 
+def _media(path: Path) -> list[str]:
+    """Input options and ``-i`` of a media file (a source of the compilation)."""
+    return media_input(path, max_pixels=MAX_PIXELS, max_streams=MAX_STREAMS)
+
+
 def _seek(seconds: float) -> list[str]:
     return ["-ss", f"{seconds:.6f}"] if seconds > 0 else []
 
@@ -80,7 +91,7 @@ def _video_input(
     item: PlanItem, path: Path, skip_s: float, length_s: float, threads: list[str]
 ) -> list[str]:
     return [*_seek(item.source_start_s + skip_s), "-t", f"{length_s + read_margin(item):.6f}",
-            *threads, "-an", "-sn", "-dn", "-i", str(path)]  # fmt: skip
+            *threads, "-an", "-sn", "-dn", *_media(path)]  # fmt: skip
 
 
 def segment_command(
@@ -119,7 +130,7 @@ def segment_command(
     watermark_input = None
     if plan.watermark is not None:
         loop = [] if plan.watermark.still else ["-stream_loop", "-1"]
-        args += [*loop, "-an", "-sn", "-dn", "-i", str(paths[plan.watermark.key])]
+        args += [*loop, "-an", "-sn", "-dn", *_media(paths[plan.watermark.key])]
         watermark_input = len(inputs)
     graph_file.write_text(
         segment_graph(plan, segment, inputs=inputs, watermark_input=watermark_input,
@@ -159,7 +170,7 @@ def _audio_inputs(
             continue
         length = plan.seconds(item.frames) + read_margin(item)
         args += [*_seek(item.source_start_s), "-t", f"{length:.6f}",
-                 "-vn", "-sn", "-dn", "-i", str(paths[item.key])]  # fmt: skip
+                 "-vn", "-sn", "-dn", *_media(paths[item.key])]  # fmt: skip
         inputs[i] = len(inputs)
     return args, inputs
 
@@ -195,7 +206,7 @@ def _music_input(plan: RenderPlan, args: list[str], count: int, paths: dict[str,
     """Add the looped music to ``args`` (holding ``count`` inputs); its input number."""
     if plan.music is None:
         return None
-    args += ["-stream_loop", "-1", "-vn", "-sn", "-dn", "-i", str(paths[plan.music.key])]
+    args += ["-stream_loop", "-1", "-vn", "-sn", "-dn", *_media(paths[plan.music.key])]
     return count
 
 
@@ -220,7 +231,7 @@ def audio_mix_command(
     track once to AAC 48 kHz stereo in ``out``."""
     args: list[str] = []
     for part_file in part_files:
-        args += ["-i", str(part_file)]
+        args += own_input(part_file, "matroska")
     music_input = _music_input(plan, args, len(part_files), paths)
     graph_file.write_text(mix_audio_graph(plan, parts, music_input), encoding="utf-8")
     return args + _aac_output(plan, graph_file, out)
@@ -259,7 +270,8 @@ def mux_command(
 ) -> list[str]:
     """ffmpeg arguments joining the segments (stream copy) with the audio track into ``out``."""
     tag = ["-tag:v", "hvc1"] if encoder.codec == "hevc" else []
-    return ["-f", "concat", "-safe", "0", "-i", str(list_file), "-i", str(audio),
+    return ["-f", "concat", "-safe", "0", *own_input(list_file, "concat"),
+            *own_input(audio, "mov"),
             "-map", "0:v:0", "-map", "1:a:0", "-c", "copy", *tag,
             "-video_track_timescale", str(track_timescale(plan.fps)),
             "-movflags", "+faststart", "-f", "mp4", "-y", str(out)]  # fmt: skip
@@ -267,7 +279,7 @@ def mux_command(
 
 def thumbnail_command(video: Path, at_s: float, out: Path, max_height: int = 360) -> list[str]:
     """ffmpeg arguments writing one JPEG frame of ``video`` at ``at_s`` seconds to ``out``."""
-    return [*_seek(at_s), "-i", str(video), "-frames:v", "1", "-an",
+    return [*_seek(at_s), *own_input(video, "mov"), "-frames:v", "1", "-an",
             "-vf", f"scale=-2:'min({max_height},ih)'", "-q:v", "3",
             "-update", "1", "-f", "image2",
             "-y", str(out)]  # fmt: skip
