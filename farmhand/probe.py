@@ -34,6 +34,7 @@ import psutil
 from farmhand import gpus as gpu_info
 from farmhand.config import FarmhandConfig
 from timeline.encoders import ENCODERS, Encoder, test_encode_command
+from timeline.spec import CODECS
 from wire import Capabilities, Gpu
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 CACHE_FILE = "probe.json"
 CACHE_FORMAT = 1  # bump when what is cached or how it is decided changes
 CACHE_MAX_AGE_S = 7 * 24 * 3600  # re-probe weekly anyway (driver updates nvidia-smi can't see)
-PROBED_CODECS = ("h264", "hevc", "av1")
 NOT_IN_TABLE = "not in clipfarm's encoder table"
 # Slots (concurrent jobs) when a hardware encoder does the work; see default_slots().
 NVENC_SESSIONS_PER_JOB = 2  # the runner may encode two segments of one job at once
@@ -195,7 +195,7 @@ def listed_encoders(ffmpeg: str) -> dict[str, str]:
         match = re.match(r"^\s*V\S{5}\s+(\S+)\s.*\(codec (\w+)\)\s*$", line)
         if match:
             found[match.group(1)] = match.group(2)
-    return {name: codec for name, codec in found.items() if codec in PROBED_CODECS}
+    return {name: codec for name, codec in found.items() if codec in CODECS}
 
 
 def check_encoder(encoder: Encoder, ffmpeg: str, *, timeout_s: float) -> EncoderCheck:

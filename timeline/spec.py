@@ -8,12 +8,13 @@ names follow DESIGN.md ("The compilation"). Validation errors name the path of t
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 from msgspec import Meta, Struct
 
 Codec = Literal["h264", "hevc", "av1"]
+CODECS: tuple[str, ...] = get_args(Codec)  # every output codec, for code that lists them
 Quality = Literal["draft", "standard", "high"]
 Fit = Literal["contain", "cover", "blur"]
 Order = Literal["sequence", "random"]
