@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,9 @@ from pathlib import Path
 
 import httpx
 from demo_media import make_sample_media  # beside this file (scripts/ is not a package)
+
+from board.spawn import BoardProcess, BoardStartError, board_env
+from wire import routes
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = ".clipfarm-demo"  # only a folder holding this is ever wiped
@@ -40,67 +42,31 @@ def say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class DemoFarm:
     """The board and farmhand processes, each in its own session so a Ctrl-C reaches only the
     demo, which then stops them in order: farmhands first (they release their jobs), then the
     board."""
 
-    def __init__(self, root: Path, port: int) -> None:
+    def __init__(self, root: Path, port: int | None) -> None:
         self.root = root
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
         self.logs = root / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.board: subprocess.Popen | None = None
+        # the embedded SQLite default, in the demo's own folder
+        self.board = BoardProcess(board_env(root / "board"), self.logs / "board.log", port=port)
+        self.url = self.board.url
         self.farmhands: list[subprocess.Popen] = []
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.pop("BOARD_DATABASE_URL", None)  # the embedded SQLite default
-        env["BOARD_DATA_DIR"] = str(root / "board")
-        self.env = env
-
-    def board_cli(self, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "board.cli", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if done.returncode != 0:
-            raise DemoError(f"board {' '.join(args)} failed:\n{done.stderr[-3000:]}")
-        return done.stdout.strip().splitlines()[-1]
 
     def start_board(self) -> str:
         """Start ``board serve``; returns an admin token."""
         (self.root / "board").mkdir(parents=True, exist_ok=True)
-        admin = self.board_cli("token", "create", "--role", "admin", "--name", "demo-admin")
-        self.board = self._spawn(
-            [sys.executable, "-m", "board.cli", "serve", "--port", str(self.port)],
-            self.env,
-            "board.log",
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.board.poll() is not None:
-                raise DemoError(f"the board exited at start; see {self.logs / 'board.log'}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return admin
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise DemoError(f"the board did not answer within 60 s; see {self.logs / 'board.log'}")
+        admin = self.board.create_admin("demo-admin")
+        self.board.start()
+        return admin
 
     def start_farmhand(self, name: str, token: str) -> None:
         state = self.root / "farmhands" / name
         env = dict(
-            self.env,
+            self.board.env,
             FARMHAND_BOARD_URL=self.url,
             FARMHAND_TOKEN=token,
             FARMHAND_NAME=name,
@@ -113,19 +79,21 @@ class DemoFarm:
             FARMHAND_SLOTS="1",
             FARMHAND_WAIT_S="5",
         )
-        command = [sys.executable, "-m", "farmhand.cli", "run"]
-        self.farmhands.append(self._spawn(command, env, f"{name}.log"))
-
-    def _spawn(self, command: list[str], env: dict, log_name: str) -> subprocess.Popen:
-        with open(self.logs / log_name, "ab") as log:
-            return subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        with open(self.logs / f"{name}.log", "ab") as log:
+            self.farmhands.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "farmhand.cli", "run"],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             )
 
     def dead(self) -> str | None:
         """Which process exited on its own, if any."""
-        if self.board is not None and self.board.poll() is not None:
-            return f"the board exited ({self.board.returncode}); see {self.logs / 'board.log'}"
+        if self.board.exited() is not None:
+            return f"the board exited ({self.board.exited()}); see {self.board.log_path}"
         for n, hand in enumerate(self.farmhands, 1):
             if hand.poll() is not None:
                 return f"farmhand {n} exited ({hand.returncode}); see {self.logs}"
@@ -134,8 +102,7 @@ class DemoFarm:
     def stop(self) -> None:
         for proc in self.farmhands:
             _terminate(proc, 40)
-        if self.board is not None:
-            _terminate(self.board, 20)
+        self.board.stop(wait_s=20)
 
 
 def _terminate(proc: subprocess.Popen, wait_s: float) -> None:
@@ -250,17 +217,6 @@ def prepare_folder(root: Path) -> None:
     (root / MARKER).write_text("made by scripts/demo; deleted and remade by each run\n")
 
 
-def new_token(url: str, admin: str, role: str, name: str) -> str:
-    r = httpx.post(
-        f"{url}/api/v1/tokens",
-        json={"role": role, "name": name},
-        headers={"Authorization": f"Bearer {admin}"},
-        timeout=30,
-    )
-    r.raise_for_status()
-    return r.json()["token"]
-
-
 def wait_for_farmhands(farm: DemoFarm, admin: str, count: int, timeout_s: float = 120) -> list:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -268,7 +224,9 @@ def wait_for_farmhands(farm: DemoFarm, admin: str, count: int, timeout_s: float 
         if problem:
             raise DemoError(problem)
         r = httpx.get(
-            f"{farm.url}/api/v1/farmhands", headers={"Authorization": f"Bearer {admin}"}, timeout=10
+            f"{farm.url}{routes.FARMHANDS}",
+            headers={"Authorization": f"Bearer {admin}"},
+            timeout=10,
         )
         online = [f for f in r.json() if f.get("online")] if r.status_code == 200 else []
         if len(online) >= count:
@@ -280,7 +238,7 @@ def wait_for_farmhands(farm: DemoFarm, admin: str, count: int, timeout_s: float 
 def run(args: argparse.Namespace) -> int:
     root = args.dir.absolute()
     prepare_folder(root)
-    farm = DemoFarm(root, args.port or free_port())
+    farm = DemoFarm(root, args.port)
     waiting = False
     try:
         say("making sample media with ffmpeg")
@@ -289,11 +247,10 @@ def run(args: argparse.Namespace) -> int:
         admin = farm.start_board()
         say(f"dashboard: {farm.url}/")
         say(f"admin token: {admin}")
-        submitter = new_token(farm.url, admin, "submitter", "demo")
+        submitter = farm.board.issue_token("submitter", "demo")
         for n in range(1, FARMHANDS + 1):
-            farm.start_farmhand(
-                f"demo-pc-{n}", new_token(farm.url, admin, "farmhand", f"demo-pc-{n}")
-            )
+            name = f"demo-pc-{n}"
+            farm.start_farmhand(name, farm.board.issue_token("farmhand", name))
         say(f"starting {FARMHANDS} farmhands (each checks which encoders work here first)")
         for hand in wait_for_farmhands(farm, admin, FARMHANDS):
             encoders = ", ".join((hand.get("capabilities") or {}).get("encoders", [])) or "?"
@@ -338,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         say("stopping the farm")
         return 0 if waiting else 130
-    except (DemoError, subprocess.CalledProcessError, httpx.HTTPError) as exc:
+    except (DemoError, BoardStartError, subprocess.CalledProcessError, httpx.HTTPError) as exc:
         say(f"failed: {exc}")
         return 1
     finally:

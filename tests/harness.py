@@ -9,7 +9,6 @@ import functools
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -18,13 +17,9 @@ from pathlib import Path
 
 import httpx
 
+from board.spawn import BoardProcess, board_env, free_port  # noqa: F401  (re-exported)
+
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pg_base_url() -> str | None:
@@ -79,20 +74,22 @@ def require_pg() -> None:
         missing("PostgreSQL not reachable (set CLIPFARM_TEST_PG)", "CLIPFARM_REQUIRE_PG")
 
 
-def create_pg_database() -> tuple[str, str]:
-    """A fresh, empty database; returns (its URL, its name)."""
-    base = pg_base_url()
-    name = f"clipfarm_test_{secrets.token_hex(4)}"
+def create_pg_database(base: str | None = None, prefix: str = "clipfarm_test") -> tuple[str, str]:
+    """A fresh, empty database on the server of ``base`` (default: the tests' server); returns
+    (its URL, its name)."""
+    base = base or pg_base_url()
+    name = f"{prefix}_{secrets.token_hex(4)}"
     _pg_exec(base, f'CREATE DATABASE "{name}"')
     return base.rsplit("/", 1)[0] + "/" + name, name
 
 
-def drop_pg_database(name: str) -> None:
-    _pg_exec(pg_base_url(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def drop_pg_database(name: str, base: str | None = None) -> None:
+    _pg_exec(base or pg_base_url(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-class RunningBoard:
-    """A ``board serve`` process. ``engine`` is "sqlite" or "postgres"."""
+class RunningBoard(BoardProcess):
+    """A ``board serve`` process (``board.spawn``) with its own data folder and an admin token.
+    ``engine`` is "sqlite" or "postgres" (a fresh database of its own, dropped by ``close``)."""
 
     def __init__(self, data_dir: Path, engine: str = "sqlite", env: dict[str, str] | None = None):
         self.data_dir = data_dir
@@ -102,67 +99,13 @@ class RunningBoard:
             self.database_url, self.pg_name = create_pg_database()
         else:
             self.database_url = f"sqlite:///{data_dir}/board.db"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "BOARD_DATA_DIR": str(data_dir),
-            "BOARD_DATABASE_URL": self.database_url,
-            "PYTHONUNBUFFERED": "1",
-            "BOARD_DB_POOL_SIZE": "4",  # many boards share one test PostgreSQL (100 connections)
-            **(env or {}),
-        }
-        self.proc: subprocess.Popen | None = None
-        self.log_path = data_dir / "board.log"
-        self.admin_token = self.cli("token", "create", "--role", "admin", "--name", "admin")
-
-    def cli(self, *args: str) -> str:
-        """Run ``board ARGS`` against this board's database; return the last stdout line."""
-        done = subprocess.run(
-            [sys.executable, "-m", "board.cli", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"board {' '.join(args)} failed: {done.stderr[-2000:]}")
-        return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-
-    def start(self) -> RunningBoard:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "board.cli", "serve", "--host", "127.0.0.1", "--port",
-             str(self.port)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"board exited at start:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"board did not answer /health within 30 s:\n{self.log()}")
+        # many boards share one test PostgreSQL (100 connections)
+        settings = {"BOARD_DB_POOL_SIZE": "4", **(env or {})}
+        super().__init__(board_env(data_dir, self.database_url, **settings), data_dir / "board.log")
+        self.create_admin("admin")
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
+        return self.log_tail()
 
     def restart(self) -> RunningBoard:
         self.stop()
@@ -184,11 +127,7 @@ class RunningBoard:
 
     def token(self, role: str, name: str | None = None) -> str:
         """A new token of ``role`` (a submitter token makes a submitter of the same name)."""
-        name = name or f"{role}-{secrets.token_hex(3)}"
-        with self.admin() as c:
-            r = c.post("/api/v1/tokens", json={"role": role, "name": name})
-            r.raise_for_status()
-            return r.json()["token"]
+        return self.issue_token(role, name or f"{role}-{secrets.token_hex(3)}")
 
 
 class RunningFarmhand:

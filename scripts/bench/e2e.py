@@ -31,13 +31,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-import httpx  # noqa: E402
-
-from scripts.bench.farmproc import BenchBoard  # noqa: E402
-from scripts.bench.render import (  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import httpx
+from farmproc import BenchBoard
+from render import (
     DEFAULT_MEDIA,
     MIXED,
     Stopwatch,
@@ -46,9 +43,9 @@ from scripts.bench.render import (  # noqa: E402
     make_media,
     mixed_compilation,
 )
-from timeline.render import render  # noqa: E402
 
-API = "/api/v1"
+from timeline.render import render
+from wire import routes
 
 
 class Farm:
@@ -73,7 +70,7 @@ class Farm:
             path = source.pop("path")
             if path not in ids:
                 data = (media / path).read_bytes()
-                r = httpx.post(f"{self.board.url}{API}/media", params={"filename": path},
+                r = httpx.post(f"{self.board.url}{routes.MEDIA}", params={"filename": path},
                                content=data, headers={**self.headers(self.submitter),
                                "Content-Type": "application/octet-stream"}, timeout=120)  # fmt: skip
                 r.raise_for_status()
@@ -115,8 +112,8 @@ class Farm:
         while time.monotonic() < deadline:
             if self.hand.poll() is not None:
                 raise RuntimeError(f"the farmhand exited; see {log.name}")
-            r = httpx.get(f"{self.board.url}{API}/farmhands",
-                          headers=self.headers(self.board.admin), timeout=10)  # fmt: skip
+            r = httpx.get(f"{self.board.url}{routes.FARMHANDS}",
+                          headers=self.headers(self.board.admin_token), timeout=10)  # fmt: skip
             if any(f.get("online") and f.get("name") == "bench-farmhand" for f in r.json()):
                 time.sleep(1.0)  # its first long-poll is open
                 return
@@ -137,13 +134,13 @@ class Farm:
         events (queued → claimed → ... → succeeded)."""
         headers = self.headers(self.submitter)
         start = time.perf_counter()
-        r = httpx.post(f"{self.board.url}{API}/jobs", json={"compilation": compilation},
+        r = httpx.post(f"{self.board.url}{routes.JOBS}", json={"compilation": compilation},
                        headers=headers, timeout=30)  # fmt: skip
         r.raise_for_status()
         job_id = r.json()["id"]
         # the job's event stream (SSE) says when it changes: no polling load on the board
         job: dict = {}
-        url = f"{self.board.url}{API}/jobs/{job_id}/events"
+        url = self.board.url + routes.path(routes.JOB_EVENTS, job_id=job_id)
         with httpx.stream("GET", url, headers=headers, timeout=None) as stream:
             for line in stream.iter_lines():
                 if line.startswith("data: "):

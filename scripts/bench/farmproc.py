@@ -1,106 +1,57 @@
-"""Start a board process for a benchmark (the same `board serve` a user runs)."""
+"""A board process for a benchmark: ``board.spawn`` (the same ``board serve`` a user runs) in a
+fresh data folder, on SQLite or a fresh PostgreSQL database, from this checkout or, with
+``source``, from another one (``git worktree add /tmp/before 3258d3f``) run on this venv."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import secrets
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import psutil
 
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from board.spawn import BoardProcess, board_env  # noqa: E402
+from tests.harness import PG_DEFAULT, create_pg_database, drop_pg_database  # noqa: E402
+from wire import Capabilities  # noqa: E402
+
 # what a benchmark farmhand says it can do
-CAPS = {"encoders": ["libx264", "libx265", "libsvtav1"], "cores": 8, "slots": 1}
-PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+CAPS = Capabilities(encoders=["libx264", "libx265", "libsvtav1"], cores=8, slots=1)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class BenchBoard(BoardProcess):
+    """A started board with an admin token (``admin_token``); ``close()`` removes its
+    database."""
 
-
-def _pg(url: str, sql: str) -> None:
-    import asyncpg
-
-    async def run() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-
-
-class BenchBoard:
     def __init__(
-        self, engine: str = "sqlite", env: dict[str, str] | None = None, workers: int = 1
+        self,
+        engine: str = "sqlite",
+        env: dict[str, str] | None = None,
+        workers: int = 1,
+        source: Path | None = None,
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="clipfarm-bench-"))
-        self.pg_name = None
+        self.pg_base = os.environ.get("CLIPFARM_BENCH_PG", PG_DEFAULT)
+        self.pg_name: str | None = None
         if engine == "postgres":
-            base = os.environ.get("CLIPFARM_BENCH_PG", PG_DEFAULT)
-            self.pg_name = f"clipfarm_bench_{secrets.token_hex(4)}"
-            self.pg_base = base
-            _pg(base, f'CREATE DATABASE "{self.pg_name}"')
-            db = base.rsplit("/", 1)[0] + "/" + self.pg_name
+            database, self.pg_name = create_pg_database(self.pg_base, prefix="clipfarm_bench")
         else:
-            db = f"sqlite:///{self.dir}/board.db"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "BOARD_DATA_DIR": str(self.dir),
-            "BOARD_DATABASE_URL": db,
-            "BOARD_WORKERS": str(workers),
-            **(env or {}),
-        }
-        self.admin = self._cli("token", "create", "--role", "admin", "--name", "admin")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "board.cli", "serve", "--port", str(self.port)],
-            env=self.env,
-            stdout=open(self.dir / "board.log", "wb"),
-            stderr=subprocess.STDOUT,
+            database = f"sqlite:///{self.dir}/board.db"
+        settings = {"BOARD_WORKERS": str(workers), **(env or {})}
+        if source is not None:  # that checkout's board, wire and timeline come first
+            settings["PYTHONPATH"] = str(source.resolve())
+        super().__init__(
+            board_env(self.dir, database, **settings), self.dir / "board.log", cwd=source
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError((self.dir / "board.log").read_text())
-
-    def _cli(self, *args: str) -> str:
-        out = subprocess.run(
-            [sys.executable, "-m", "board.cli", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return out.stdout.strip().splitlines()[-1]
+        self.create_admin("admin")
+        self.start()
 
     def token(self, role: str, name: str) -> str:
-        r = httpx.post(
-            f"{self.url}/api/v1/tokens",
-            json={"role": role, "name": name},
-            headers={"Authorization": f"Bearer {self.admin}"},
-        )
-        r.raise_for_status()
-        return r.json()["token"]
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+        return self.issue_token(role, name)
 
     def processes(self) -> list[psutil.Process]:
         """The board's processes: ``board serve`` and, with workers, each worker."""
@@ -108,32 +59,18 @@ class BenchBoard:
         return [main, *main.children(recursive=True)]
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        self.stop()
         if self.pg_name:
-            _pg(self.pg_base, f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
+            drop_pg_database(self.pg_name, self.pg_base)
 
 
 def tiny_mp4() -> bytes:
+    """A real half-second 64x64 h264 mp4: what a simulated farmhand uploads."""
     path = Path(tempfile.mkdtemp()) / "tiny.mp4"
     subprocess.run(
-        [
-            "ffmpeg",
-            "-loglevel",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=64x64:rate=10:duration=0.5",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            str(path),
-        ],
+        [os.environ.get("FFMPEG_BINARY", "ffmpeg"), "-loglevel", "error", "-f", "lavfi", "-i",
+         "testsrc2=size=64x64:rate=10:duration=0.5", "-c:v", "libx264", "-preset", "ultrafast",
+         str(path)],
         check=True,
-    )
+    )  # fmt: skip
     return path.read_bytes()
