@@ -1,10 +1,29 @@
-"""A simulated fleet against a real board: N farmhands long-polling, heartbeating while they
-"render" (sleep) each job, uploading a tiny real mp4 and completing; a bulk submitter keeping the
-queue fed; a dashboard client on the live event stream. Reports p50/p99 per route, jobs lost or
-done twice (both must be 0), and the board's CPU and memory.
+"""A simulated fleet against a real board: N farmhands, a bulk submitter and a dashboard client.
 
     python scripts/bench/fleet.py [--farmhands 2000] [--seconds 120] [--job-s 30]
-                                  [--heartbeat-s 10] [--engine sqlite]
+                                  [--heartbeat-s 10] [--engine sqlite] [--workers 1]
+                                  [--board-src DIR]
+
+Each simulated farmhand is the real farmhand's client, ``farmhand.client.BoardClient``, with a
+farmhand token of its own (identity is the token): it announces itself (``status``), long-polls
+``claim``, reads the job's ``context``, heartbeats every ``--heartbeat-s`` while it "renders"
+(sleeps) for ``--job-s``, uploads a tiny real mp4 resumably to the context's ``output_url``
+and completes. A bulk submitter keeps about one job per two farmhands queued (batches of 200)
+and a dashboard client follows the live event stream. Everything runs on one event loop in this
+process; the clients share one keep-alive connection pool (one ``httpx`` pool per farmhand would
+cost this process more than the board), which is closer to the board's view of a fleet than to
+a single farmhand's.
+
+Printed per board: p50/p99 per route (the time to the answer's headers), jobs lost and done
+twice (both must be 0), the board's CPU and peak RSS, and the board's CPU per job cycle (claim,
+context, heartbeats, upload, complete, and the job's share of the submitter's and dashboard's
+calls) as a multiple of its CPU per ``GET /health``, measured in the same run: an idle pause
+(the board's own background work, subtracted from both), then ``--health`` calls of
+``GET /health`` four at a time, then the fleet.
+
+``--board-src DIR`` runs the same fleet first against the board of another checkout (``git
+worktree add /tmp/before 3258d3f``; it runs on this venv with ``PYTHONPATH=DIR``) and then
+against this one, and prints the two side by side.
 """
 
 from __future__ import annotations
@@ -13,260 +32,433 @@ import argparse
 import asyncio
 import hashlib
 import random
+import re
 import sys
+import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+import msgspec
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from farmproc import CAPS, BenchBoard, tiny_mp4
-from loadgen import Connection, Latencies, timed
+from latency import Latencies
+
+from farmhand.client import BoardClient
+from wire import Complete, Fail, Heartbeat, JobPage, routes
+from wire.client import call_async
+from wire.errors import BoardError
+
+HEALTH_CONCURRENCY = 4
+IDLE_S = 3.0
+BATCH = 200
+DASHBOARD_EVENTS = "/dashboard/events?view=jobs"  # the dashboard's live stream (not wire API)
+STATES = ("queued", "claimed", "running", "succeeded", "failed", "cancelled")
+
+# the routes a fleet calls, by method and wire.routes template
+ROUTE_NAMES = {
+    ("POST", routes.FARMHAND_STATUS): "status",
+    ("POST", routes.CLAIM): "claim",
+    ("GET", routes.JOB_CONTEXT): "context",
+    ("POST", routes.JOB_HEARTBEAT): "heartbeat",
+    ("GET", routes.JOB_UPLOAD): "upload status",
+    ("PUT", routes.JOB_UPLOAD): "upload",
+    ("POST", routes.JOB_COMPLETE): "complete",
+    ("POST", routes.JOB_FAIL): "fail",
+    ("GET", routes.JOBS): "jobs list",
+    ("POST", routes.JOBS_BATCH): "batch submit",
+    ("GET", "/dashboard/events"): "dashboard connect",
+    ("GET", routes.HEALTH): "health",
+}
+ROUTE_ORDER = list(dict.fromkeys(ROUTE_NAMES.values()))
+_PATTERNS = [
+    (method, re.compile("^" + re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(template)) + "$"), name)
+    for (method, template), name in ROUTE_NAMES.items()
+]
+
+
+def route_name(request: httpx.Request, status: int) -> str:
+    """The fleet's name for a request; a long-poll that found no job is apart (it waited)."""
+    for method, pattern, name in _PATTERNS:
+        if request.method == method and pattern.match(request.url.path):
+            return "claim (no job)" if name == "claim" and status == 204 else name
+    return f"{request.method} {request.url.path}"
+
+
+class TimedTransport(httpx.AsyncBaseTransport):
+    """A connection pool that times every request, by route, until its answer's headers."""
+
+    def __init__(self, latencies: Latencies) -> None:
+        self.latencies = latencies
+        self.errors: Counter = Counter()
+        unlimited = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        self.pool = httpx.AsyncHTTPTransport(limits=unlimited)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        started = time.perf_counter()
+        response = await self.pool.handle_async_request(request)
+        name = route_name(request, response.status_code)
+        self.latencies.add(name, time.perf_counter() - started)
+        if response.status_code >= 400:
+            self.errors[f"{name} {response.status_code}"] += 1
+        return response
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+
+class SharedTransport(httpx.AsyncBaseTransport):
+    """The pool as one farmhand's client sees it: closing that client leaves the pool open."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self.transport = transport
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.transport.handle_async_request(request)
+
+
+def board_cpu_s(board: BenchBoard) -> float:
+    """CPU seconds (user + system) the board's processes have used so far."""
+    total = 0.0
+    for proc in board.processes():
+        times = proc.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+@dataclass
+class Result:
+    """What one board did under the fleet."""
+
+    label: str
+    latencies: Latencies
+    claims: Counter = field(default_factory=Counter)
+    completed: Counter = field(default_factory=Counter)
+    failed: set = field(default_factory=set)
+    errors: Counter = field(default_factory=Counter)
+    submitted: int = 0
+    dashboard_events: int = 0
+    states: dict[str, int] = field(default_factory=dict)
+    idle_cpu_per_s: float = 0.0
+    health_cpu_s: float = 0.0
+    fleet_cpu_s: float = 0.0
+    fleet_wall_s: float = 0.0
+    peak_rss: int = 0
+    simulator_cpu_s: float = 0.0
+
+    @property
+    def double_claims(self) -> int:
+        return sum(1 for n in self.claims.values() if n > 1)
+
+    @property
+    def done_twice(self) -> int:
+        return sum(1 for n in self.completed.values() if n > 1)
+
+    @property
+    def lost(self) -> int:
+        """Jobs a farmhand claimed and neither completed nor reported failed, plus completed
+        ones the board does not count as succeeded, plus jobs still held when all stopped."""
+        dropped = len(set(self.claims) - set(self.completed) - self.failed)
+        unrecorded = max(0, len(self.completed) - self.states.get("succeeded", 0))
+        held = self.states.get("claimed", 0) + self.states.get("running", 0)
+        return dropped + unrecorded + held
+
+    @property
+    def cycle_cpu_s(self) -> float:
+        return self.fleet_cpu_s / max(1, sum(self.completed.values()))
 
 
 class Fleet:
-    def __init__(self, board: BenchBoard, args) -> None:
+    """The simulated farmhands, submitter and dashboard against one board."""
+
+    def __init__(self, board: BenchBoard, args: argparse.Namespace, result: Result) -> None:
         self.board = board
         self.args = args
-        self.lat = Latencies()
-        self.claims: Counter = Counter()
-        self.completed: Counter = Counter()
-        self.errors: Counter = Counter()
-        self.stop = asyncio.Event()
-        self.output = tiny_mp4()
-        self.sha = hashlib.sha256(self.output).hexdigest()
-        self.submitted = 0
+        self.result = result
+        self.transport = TimedTransport(result.latencies)
+        self.stopping = asyncio.Event()
+        self.output = Path(tempfile.mkdtemp(prefix="clipfarm-fleet-")) / "output.mp4"
+        self.output.write_bytes(tiny_mp4())
+        self.sha256 = hashlib.sha256(self.output.read_bytes()).hexdigest()
 
-    async def farmhand(self, token: str, name: str, delay: float) -> None:
-        await asyncio.sleep(delay)
-        conn = Connection(self.board.url, token)
+    def client(self, token: str | None) -> httpx.AsyncClient:
+        """A plain client (submitter, dashboard, /health) on the timed pool."""
+        return httpx.AsyncClient(
+            base_url=self.board.url,
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+            transport=SharedTransport(self.transport),
+            timeout=httpx.Timeout(60.0, connect=10.0),
+        )
+
+    # ------------------------------------------------------------ a farmhand
+
+    async def farmhand(self, name: str, token: str, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        hand = BoardClient(
+            self.board.url, token, name=name, transport=SharedTransport(self.transport)
+        )
         try:
-            while not self.stop.is_set():
-                started = time.perf_counter()
-                r = await conn.request(
-                    "POST",
-                    "/api/v1/farmhand/claim",
-                    json_body={"farmhand": name, "capabilities": CAPS, "wait_s": 20},
-                )
-                if r.status == 204:
-                    continue
-                if r.status != 200:
-                    self.errors[f"claim {r.status}"] += 1
+            await hand.status(paused=False, reason="", capabilities=CAPS)
+            while not self.stopping.is_set():
+                try:
+                    claim = await hand.claim(CAPS, wait_s=self.args.wait_s, running=[])
+                except BoardError as exc:
+                    self.result.errors[f"claim: {type(exc).__name__}"] += 1
                     await asyncio.sleep(1)
                     continue
-                self.lat.add("claim (job waiting)", time.perf_counter() - started)
-                claim = r.json()
-                job, lease = claim["job_id"], claim["lease_token"]
-                self.claims[job] += 1
-                try:
-                    await self.render(conn, job, lease)
-                except (ConnectionError, OSError) as exc:  # counted, and the farmhand goes on
-                    self.errors[f"render {type(exc).__name__}"] += 1
+                if claim is not None:
+                    self.result.claims[claim.job_id] += 1
+                    await self.render(hand, claim.job_id, claim.lease_token)
         finally:
-            await conn.close()
+            await hand.aclose()
 
-    async def render(self, conn: Connection, job: str, lease: str) -> None:
+    async def render(self, hand: BoardClient, job_id: str, lease: str) -> None:
+        """The job's steps as ``farmhand.runner`` takes them, with a sleep for the render."""
         args = self.args
-        beats = max(1, int(args.job_s / args.heartbeat_s))
-        for i in range(beats):
-            r = await timed(
-                self.lat,
-                "heartbeat",
-                conn.request(
-                    "POST",
-                    f"/api/v1/farmhand/jobs/{job}/heartbeat",
-                    json_body={
-                        "lease_token": lease,
-                        "stage": "rendering",
-                        "progress": (i + 1) / (beats + 1),
-                    },
-                ),
-            )
-            if r.status != 200:
-                self.errors[f"heartbeat {r.status}"] += 1
-                return
-            await asyncio.sleep(args.heartbeat_s * random.uniform(0.9, 1.1))
-        r = await timed(
-            self.lat,
-            "upload",
-            conn.request(
-                "PUT",
-                f"/api/v1/farmhand/jobs/{job}/output",
-                body=self.output,
-                headers={
-                    "X-Lease-Token": lease,
-                    "X-Upload-Sha256": self.sha,
-                    "X-Upload-Size": str(len(self.output)),
-                },
-            ),
-        )
-        if r.status != 200:
-            self.errors[f"upload {r.status}"] += 1
-            return
-        r = await timed(
-            self.lat,
-            "complete",
-            conn.request(
-                "POST", f"/api/v1/farmhand/jobs/{job}/complete", json_body={"lease_token": lease}
-            ),
-        )
-        if r.status == 200:
-            self.completed[job] += 1
-        else:
-            self.errors[f"complete {r.status}"] += 1
+        beats = max(1, round(args.job_s / args.heartbeat_s))
+        try:
+            context = await hand.context(job_id, lease)
+            for beat in range(beats):
+                progress = Heartbeat(lease_token=lease, progress=beat / beats)
+                reply = await hand.heartbeat(job_id, progress, deadline_s=args.heartbeat_s)
+                if reply.cancel:
+                    self.result.errors["cancelled"] += 1
+                    return
+                await asyncio.sleep(args.job_s / beats * random.uniform(0.9, 1.1))
+            await hand.upload_output(
+                job_id, lease, self.output, sha256=self.sha256, url=context.output_url,
+                deadline_s=60,
+            )  # fmt: skip
+            await hand.complete(job_id, Complete(lease_token=lease), deadline_s=60)
+            self.result.completed[job_id] += 1
+        except BoardError as exc:  # counted; then the job is reported, as the runner would
+            self.result.errors[f"job: {type(exc).__name__}: {exc.status}"] += 1
+            failure = Fail(lease_token=lease, error=str(exc)[:500], retryable=True)
+            try:
+                await hand.fail(job_id, failure, deadline_s=30)
+                self.result.failed.add(job_id)
+            except BoardError:
+                pass
+
+    # ------------------------------------------------------------ submitter and dashboard
 
     async def submitter(self, token: str) -> None:
-        """Keep about one job per farmhand waiting, in batches of 200."""
-        conn = Connection(self.board.url, token)
-        while not self.stop.is_set():
-            r = await timed(
-                self.lat, "jobs list", conn.request("GET", "/api/v1/jobs?state=queued&limit=1")
-            )
-            queued = r.json()["total"]
-            want = self.args.farmhands // 2 - queued
-            while want > 0 and not self.stop.is_set():
-                n = min(200, want)
-                jobs = [
-                    {
-                        "compilation": {
-                            "title": f"fleet {self.submitted + i}",
-                            "clips": [{"url": f"https://example.com/{self.submitted + i}.mp4"}],
-                        }
-                    }
-                    for i in range(n)
-                ]
-                r = await timed(
-                    self.lat,
-                    "batch submit",
-                    conn.request("POST", "/api/v1/jobs/batch", json_body={"jobs": jobs}),
+        """Keep about one job per two farmhands queued, in batches of 200."""
+        async with self.client(token) as http:
+            while not self.stopping.is_set():
+                answer = await call_async(
+                    lambda: http.get(routes.JOBS, params={"state": "queued", "limit": 1}),
+                    "count queued jobs",
+                    deadline_s=30,
                 )
-                if r.status != 200:
-                    self.errors[f"batch {r.status}"] += 1
-                self.submitted += n
-                want -= n
-            await asyncio.sleep(2)
-        await conn.close()
+                queued = msgspec.json.decode(answer.content, type=JobPage).total
+                want = self.args.farmhands // 2 - queued
+                while want > 0 and not self.stopping.is_set():
+                    count = min(BATCH, want)
+                    jobs = [self.job(self.result.submitted + i) for i in range(count)]
+                    await call_async(
+                        lambda jobs=jobs: http.post(routes.JOBS_BATCH, json={"jobs": jobs}),
+                        "batch submit",
+                        deadline_s=60,
+                    )
+                    self.result.submitted += count
+                    want -= count
+                await self.sleep(2.0)
+
+    @staticmethod
+    def job(n: int) -> dict:
+        return {"compilation": {"title": f"fleet {n}",
+                                "clips": [{"url": f"https://example.com/{n}.mp4"}]}}  # fmt: skip
 
     async def dashboard(self, token: str) -> None:
-        """Follow the dashboard's live stream, timing each update."""
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", self.board.port, limit=16 * 2**20
-        )
-        writer.write(
-            (
-                f"GET /dashboard/events?view=jobs HTTP/1.1\r\nHost: x\r\n"
-                f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
-            ).encode()
-        )
-        last = time.perf_counter()
+        """Follow the dashboard's live stream; the gap between its messages is timed."""
+        async with self.client(token) as http:
+            async with http.stream("GET", DASHBOARD_EVENTS, timeout=None) as stream:
+                last = time.perf_counter()
+                async for line in stream.aiter_lines():
+                    if line.startswith("data:"):
+                        now = time.perf_counter()
+                        self.result.latencies.add("dashboard stream gap", now - last)
+                        self.result.dashboard_events += 1
+                        last = now
+
+    async def sleep(self, seconds: float) -> None:
         try:
-            while not self.stop.is_set():
-                try:
-                    line = await asyncio.wait_for(reader.readline(), 1.0)
-                except TimeoutError:
-                    continue
-                if not line:
-                    break
-                if line.startswith(b"event:") or line.startswith(b"data:"):
-                    now = time.perf_counter()
-                    self.lat.add("dashboard stream gap", now - last)
-                    last = now
-        finally:
-            writer.close()
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    # ------------------------------------------------------------ the phases
+
+    async def measure_health(self) -> None:
+        """``GET /health`` ``--health`` times, four at a time, on an otherwise idle board."""
+        async with self.client(None) as http:
+            started_cpu, started = board_cpu_s(self.board), time.monotonic()
+            await asyncio.sleep(IDLE_S)
+            idle_cpu = board_cpu_s(self.board) - started_cpu
+            self.result.idle_cpu_per_s = idle_cpu / (time.monotonic() - started)
+
+            async def caller(n: int) -> None:
+                for _ in range(n):
+                    (await http.get(routes.HEALTH)).raise_for_status()
+
+            per_caller = self.args.health // HEALTH_CONCURRENCY
+            started_cpu, started = board_cpu_s(self.board), time.monotonic()
+            await asyncio.gather(*(caller(per_caller) for _ in range(HEALTH_CONCURRENCY)))
+            spent = board_cpu_s(self.board) - started_cpu
+            spent -= self.result.idle_cpu_per_s * (time.monotonic() - started)
+            self.result.health_cpu_s = spent / (per_caller * HEALTH_CONCURRENCY)
+
+    async def run(self, tokens: list[str], submitter: str) -> None:
+        args = self.args
+        started_cpu, started = board_cpu_s(self.board), time.monotonic()
+        watcher = asyncio.create_task(self.watch_memory())
+        submitting = asyncio.create_task(self.submitter(submitter))
+        await asyncio.sleep(1)  # a first batch is queued
+        dashboard = asyncio.create_task(self.dashboard(self.board.admin_token))
+        hands = [
+            asyncio.create_task(self.farmhand(f"sim-{i:05d}", token, i * args.ramp_s / len(tokens)))
+            for i, token in enumerate(tokens)
+        ]
+        await asyncio.sleep(args.seconds)
+        self.stopping.set()
+        # each farmhand finishes its job; one in a long-poll may still get one and render it
+        await asyncio.wait([*hands, submitting], timeout=args.wait_s + args.job_s + 60)
+        self.result.fleet_wall_s = time.monotonic() - started
+        spent = board_cpu_s(self.board) - started_cpu
+        self.result.fleet_cpu_s = spent - self.result.idle_cpu_per_s * self.result.fleet_wall_s
+        for task in (*hands, submitting, dashboard, watcher):
+            task.cancel()
+        await asyncio.gather(*hands, submitting, dashboard, watcher, return_exceptions=True)
+
+    async def watch_memory(self) -> None:
+        while True:
+            rss = sum(p.memory_info().rss for p in self.board.processes())
+            self.result.peak_rss = max(self.result.peak_rss, rss)
+            await asyncio.sleep(1)
+
+    async def count_states(self) -> None:
+        async with self.client(self.board.admin_token) as http:
+            for state in STATES:
+                answer = await http.get(routes.JOBS, params={"state": state, "limit": 1})
+                self.result.states[state] = answer.raise_for_status().json()["total"]
+
+    async def close(self) -> None:
+        await self.transport.aclose()
 
 
-async def run_fleet(board: BenchBoard, args) -> Fleet:
-    fleet = Fleet(board, args)
-    sub = board.token("submitter", "fleet-submitter")
-    fh = board.token("farmhand", "fleet")
-    admin = board.admin
-    tasks = [asyncio.create_task(fleet.submitter(sub))]
-    await asyncio.sleep(1)
-    tasks += [
-        asyncio.create_task(fleet.farmhand(fh, f"sim-{i:05d}", i * args.ramp_s / args.farmhands))
-        for i in range(args.farmhands)
-    ]
-    tasks.append(asyncio.create_task(fleet.dashboard(admin)))
-    await asyncio.sleep(args.seconds)
-    fleet.stop.set()
-    # let the farmhands finish the jobs they hold (a job takes job_s)
-    await asyncio.wait(tasks, timeout=args.job_s + 30)
-    return fleet
+async def issue_tokens(board: BenchBoard, count: int) -> list[str]:
+    """A farmhand token per simulated farmhand, through the admin API, eight at a time."""
+    names = [f"sim-{i:05d}" for i in range(count)]
+    tokens: dict[str, str] = {}
+    headers = {"Authorization": f"Bearer {board.admin_token}"}
+    async with httpx.AsyncClient(base_url=board.url, headers=headers, timeout=60) as http:
+
+        async def issue(batch: list[str]) -> None:
+            for name in batch:
+                answer = await http.post(routes.TOKENS, json={"role": "farmhand", "name": name})
+                tokens[name] = answer.raise_for_status().json()["token"]
+
+        await asyncio.gather(*(issue(names[i::8]) for i in range(8)))
+    return [tokens[name] for name in names]
+
+
+def run_board(label: str, args: argparse.Namespace, source: Path | None) -> Result:
+    """One board, started afresh: the idle and /health phases, then the fleet."""
+    settings = {"BOARD_LEASE_S": "60", "BOARD_HEARTBEAT_S": str(args.heartbeat_s)}
+    board = BenchBoard(args.engine, env=settings, workers=args.workers, source=source)
+    result = Result(label, Latencies())
+    me = psutil.Process()
+    try:
+
+        async def phases() -> None:
+            fleet = Fleet(board, args, result)
+            try:
+                tokens = await issue_tokens(board, args.farmhands)
+                submitter = board.token("submitter", "fleet-submitter")
+                await fleet.measure_health()
+                cpu = me.cpu_times()
+                await fleet.run(tokens, submitter)
+                now = me.cpu_times()
+                result.simulator_cpu_s = now.user + now.system - cpu.user - cpu.system
+                await fleet.count_states()
+                result.errors.update(fleet.transport.errors)
+            finally:
+                await fleet.close()
+
+        asyncio.run(phases())
+    except BaseException:
+        print(f"--- {label} board log:\n{board.log_tail()}", file=sys.stderr)
+        raise
+    finally:
+        board.close()
+    return result
+
+
+def report(results: list[Result], args: argparse.Namespace) -> None:
+    """The runs side by side: p50 / p99 in ms per route, then the fleet's totals."""
+    print(
+        f"# {args.farmhands} farmhands, {args.job_s:g} s jobs, heartbeat every "
+        f"{args.heartbeat_s:g} s, {args.seconds:g} s on {args.engine}"
+        f"{f' ×{args.workers} workers' if args.workers > 1 else ''}; "
+        f"{psutil.cpu_count()} cores shared with the simulator"
+    )
+    width = max(18, *(len(r.label) for r in results))
+    print(f"{'route (p50 / p99 ms)':24s}" + "".join(f"{r.label:>{width}s}" for r in results))
+    names = [n for n in ROUTE_ORDER if any(r.latencies.count(n) for r in results)]
+    extra = sorted({n for r in results for n in r.latencies.samples} - set(names))
+    for name in names + extra:
+        cells = "".join(f"{r.latencies.ms(name):>{width}s}" for r in results)
+        print(f"{name:24s}{cells}   n={'/'.join(str(r.latencies.count(name)) for r in results)}")
+
+    def row(title: str, value) -> None:
+        print(f"{title:24s}" + "".join(f"{value(r):>{width}}" for r in results))
+
+    row("jobs submitted", lambda r: r.submitted)
+    row("jobs completed", lambda r: sum(r.completed.values()))
+    row("lost", lambda r: r.lost)
+    row("done twice", lambda r: r.done_twice)
+    row("claimed twice", lambda r: r.double_claims)
+    row("board CPU (cores)", lambda r: f"{r.fleet_cpu_s / r.fleet_wall_s:.2f}")
+    row("board peak RSS (MB)", lambda r: f"{r.peak_rss / 2**20:.0f}")
+    row("board idle (ms CPU/s)", lambda r: f"{r.idle_cpu_per_s * 1000:.1f}")
+    row("GET /health (ms CPU)", lambda r: f"{r.health_cpu_s * 1000:.3f}")
+    row("job cycle (ms CPU)", lambda r: f"{r.cycle_cpu_s * 1000:.2f}")
+    row("cycle / health", lambda r: f"{r.cycle_cpu_s / r.health_cpu_s:.1f}x")
+    row("simulator CPU (cores)", lambda r: f"{r.simulator_cpu_s / r.fleet_wall_s:.2f}")
+    row("dashboard messages", lambda r: r.dashboard_events)
+    for r in results:
+        states = ", ".join(f"{s} {n}" for s, n in r.states.items() if n)
+        print(f"{r.label}: board states {states}; errors {dict(r.errors) or 'none'}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--farmhands", type=int, default=2000)
-    parser.add_argument("--seconds", type=float, default=120.0)
+    parser.add_argument("--seconds", type=float, default=120.0, help="how long the fleet runs")
     parser.add_argument("--job-s", type=float, default=30.0)
     parser.add_argument("--heartbeat-s", type=float, default=10.0)
+    parser.add_argument("--wait-s", type=float, default=20.0, help="claim long-poll")
     parser.add_argument("--ramp-s", type=float, default=20.0, help="farmhands start over this long")
-    parser.add_argument("--engine", default="sqlite")
+    parser.add_argument("--health", type=int, default=2000, help="GET /health calls measured")
+    parser.add_argument("--engine", default="sqlite", choices=["sqlite", "postgres"])
     parser.add_argument("--workers", type=int, default=1, help="board serve --workers")
+    parser.add_argument(
+        "--board-src",
+        type=Path,
+        help="also run the board of this checkout (e.g. a git worktree of the code before a "
+        "change), first, and print both side by side",
+    )
     args = parser.parse_args()
-    board = BenchBoard(
-        args.engine, env={"BOARD_LEASE_S": "60", "BOARD_HEARTBEAT_S": "10"}, workers=args.workers
-    )
-    try:
-        procs = board.processes()
-        for proc in procs:
-            proc.cpu_percent()
-        peak_rss = 0
-        started = time.monotonic()
-
-        async def watch():
-            nonlocal peak_rss
-            while True:
-                peak_rss = max(peak_rss, sum(p.memory_info().rss for p in procs))
-                await asyncio.sleep(1)
-
-        async def both():
-            watcher = asyncio.create_task(watch())
-            try:
-                return await run_fleet(board, args)
-            finally:
-                watcher.cancel()
-
-        fleet = asyncio.run(both())
-        elapsed = time.monotonic() - started
-        cpu = sum(p.cpu_percent() for p in procs) / 100
-        import httpx
-
-        with httpx.Client(
-            base_url=board.url, headers={"Authorization": f"Bearer {board.admin}"}, timeout=60
-        ) as c:
-            states = {
-                s: c.get("/api/v1/jobs", params={"state": s, "limit": 1}).json()["total"]
-                for s in ("queued", "claimed", "running", "succeeded", "failed")
-            }
-    finally:
-        board.close()
-    double = sum(1 for n in fleet.claims.values() if n > 1)
-    twice_done = sum(1 for n in fleet.completed.values() if n > 1)
-    # lost = a job some farmhand completed that the board does not count as succeeded, or one
-    # the board shows as running with nobody holding it after the fleet stopped
-    lost = len(fleet.completed) - states["succeeded"]
-    print(
-        f"# {args.farmhands} farmhands, {args.job_s:g} s jobs, heartbeat every "
-        f"{args.heartbeat_s:g} s, {args.seconds:g} s on {args.engine}; "
-        f"{psutil.cpu_count()} cores shared with the simulator"
-    )
-    print(
-        f"jobs submitted {fleet.submitted}, claimed {len(fleet.claims)}, completed "
-        f"{len(fleet.completed)}; board: {states}"
-    )
-    print(
-        f"double claims {double}, completed twice {twice_done}, lost {lost}, "
-        f"errors {dict(fleet.errors) or 'none'}"
-    )
-    for name in sorted(fleet.lat.samples):
-        n = len(fleet.lat.samples[name])
-        print(
-            f"  {name:22s} n={n:6d}  p50 {fleet.lat.pct(name, 50) * 1000:7.1f} ms  "
-            f"p99 {fleet.lat.pct(name, 99) * 1000:7.1f} ms"
-        )
-    print(f"board CPU {cpu:.2f} cores over {elapsed:.0f} s, peak RSS {peak_rss / 2**20:.0f} MB")
+    results = []
+    if args.board_src is not None:
+        results.append(run_board(f"{args.board_src.name} (src)", args, args.board_src))
+    results.append(run_board("this checkout", args, None))
+    report(results, args)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@ them holds the job. SQLite and PostgreSQL side by side in one run.
 
     python scripts/bench/pickup.py [--idle 16] [--jobs 200] [--engines sqlite,postgres]
 
-Each submit is timed from just before the request is sent to the moment a claimer has the claim
-answer in hand (both in this process, one clock). After a claim the farmhand reports the job
-failed (permanent) and long-polls again.
+Each idle farmhand is the real farmhand's client (``farmhand.client.BoardClient``) with a
+token of its own. Each submit is timed from just before the request is sent to the moment a
+claimer has the claim answer in hand (both in this process, one clock). After a claim the
+farmhand reports the job failed (permanent) and long-polls again.
 """
 
 from __future__ import annotations
@@ -16,33 +17,30 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from farmproc import CAPS, BenchBoard
-from loadgen import Connection
+from latency import Latencies
+
+from farmhand.client import BoardClient
+from wire import Fail, routes
+
+PICKUP = "submit → claimed"
 
 
-async def idle_farmhand(url, token, name, claimed: dict, stop: asyncio.Event):
-    conn = Connection(url, token)
+async def idle_farmhand(client: BoardClient, claimed: dict, stop: asyncio.Event):
+    """The real farmhand's client, long-polling; each job it gets is failed (permanent)."""
     while not stop.is_set():
-        r = await conn.request(
-            "POST",
-            "/api/v1/farmhand/claim",
-            json_body={"farmhand": name, "capabilities": CAPS, "wait_s": 5},
-        )
-        if r.status == 204:
+        claim = await client.claim(CAPS, wait_s=5, running=[])
+        if claim is None:
             continue
-        got = time.perf_counter()
-        claim = r.json()
-        claimed[claim["job_id"]] = got
-        await conn.request(
-            "POST",
-            f"/api/v1/farmhand/jobs/{claim['job_id']}/fail",
-            json_body={"lease_token": claim["lease_token"], "error": "bench", "retryable": False},
-        )
-    await conn.close()
+        claimed[claim.job_id] = time.perf_counter()
+        failure = Fail(lease_token=claim.lease_token, error="bench", retryable=False)
+        await client.fail(claim.job_id, failure, deadline_s=10)
 
 
-def run(engine: str, idle: int, jobs: int, workers: int = 1) -> list[float]:
+def run(engine: str, idle: int, jobs: int, workers: int = 1) -> Latencies:
     board = BenchBoard(engine, workers=workers)
     try:
         return asyncio.run(measure(board, idle, jobs))
@@ -50,41 +48,35 @@ def run(engine: str, idle: int, jobs: int, workers: int = 1) -> list[float]:
         board.close()
 
 
-async def measure(board: BenchBoard, idle: int, jobs: int) -> list[float]:
-    sub = board.token("submitter", "bench")
-    hands = [board.token("farmhand", f"idle-{i}") for i in range(idle)]
+async def measure(board: BenchBoard, idle: int, jobs: int) -> Latencies:
+    hands = [
+        BoardClient(board.url, board.token("farmhand", f"idle-{i}"), name=f"idle-{i}")
+        for i in range(idle)
+    ]
     claimed: dict[str, float] = {}
     stop = asyncio.Event()
-    tasks = [
-        asyncio.create_task(idle_farmhand(board.url, t, f"idle-{i}", claimed, stop))
-        for i, t in enumerate(hands)
-    ]
+    tasks = [asyncio.create_task(idle_farmhand(hand, claimed, stop)) for hand in hands]
     await asyncio.sleep(2)  # every farmhand is now waiting in a long-poll
-    submitter = Connection(board.url, sub)
+    headers = {"Authorization": f"Bearer {board.token('submitter', 'bench')}"}
     sent: dict[str, float] = {}
-    for i in range(jobs):
-        started = time.perf_counter()
-        r = await submitter.request(
-            "POST",
-            "/api/v1/jobs",
-            json_body={
-                "compilation": {
-                    "title": f"pickup {i}",
-                    "clips": [{"url": f"https://example.com/{i}.mp4"}],
-                }
-            },
-        )
-        sent[r.json()["id"]] = started
-        await asyncio.sleep(0.05)
+    async with httpx.AsyncClient(base_url=board.url, headers=headers) as submitter:
+        for i in range(jobs):
+            started = time.perf_counter()
+            body = {"compilation": {"title": f"pickup {i}",
+                                    "clips": [{"url": f"https://example.com/{i}.mp4"}]}}  # fmt: skip
+            r = await submitter.post(routes.JOBS, json=body)
+            sent[r.raise_for_status().json()["id"]] = started
+            await asyncio.sleep(0.05)
     await asyncio.sleep(1)  # the last claims come in
     stop.set()
     await asyncio.gather(*tasks)
-    await submitter.close()
-    return sorted(claimed[j] - sent[j] for j in sent if j in claimed)
-
-
-def pct(sorted_s: list[float], q: float) -> float:
-    return sorted_s[min(len(sorted_s) - 1, int(q / 100 * len(sorted_s)))] * 1000
+    for hand in hands:
+        await hand.aclose()
+    lat = Latencies()
+    for job_id, started in sent.items():
+        if job_id in claimed:
+            lat.add(PICKUP, claimed[job_id] - started)
+    return lat
 
 
 def main() -> None:
@@ -102,8 +94,9 @@ def main() -> None:
             lat = run(engine, args.idle, args.jobs, workers)
             name = engine if workers == 1 else f"{engine} ×{workers}"
             print(
-                f"{name:11s} submit → claimed: p50 {pct(lat, 50):.1f} ms  p99 {pct(lat, 99):.1f} ms"
-                f"  max {lat[-1] * 1000:.1f} ms  ({len(lat)} of {args.jobs} picked up)"
+                f"{name:11s} {PICKUP}: p50 {lat.pct(PICKUP, 50) * 1000:.1f} ms  "
+                f"p99 {lat.pct(PICKUP, 99) * 1000:.1f} ms  max {lat.pct(PICKUP, 100) * 1000:.1f} "
+                f"ms  ({lat.count(PICKUP)} of {args.jobs} picked up)"
             )
 
 
