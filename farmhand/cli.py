@@ -24,6 +24,7 @@ import msgspec
 
 from farmhand import platform
 from farmhand.config import ConfigError, FarmhandConfig, load_config, write_token_file
+from farmhand.netguard import AddressPolicy, install_policy
 from farmhand.probe import NOT_IN_TABLE, ProbeError, ProbeReport, probe
 
 # flag -> FarmhandConfig field; every one is optional and overrides the environment.
@@ -36,6 +37,11 @@ _SETTING_FLAGS: dict[str, tuple[str, str]] = {
     "--cache-dir": ("cache_dir", "folder for cached media"),
     "--cache-max-bytes": ("cache_max_bytes", "media cache bound, e.g. 20G"),
     "--max-download-bytes": ("max_download_bytes", "largest single download, e.g. 4G"),
+    "--allow-networks": (
+        "allow_networks",
+        "comma list of networks clip URLs may reach besides the internet, e.g. 192.168.1.20 "
+        "(default: none; the PC and its LAN are off limits)",
+    ),
     "--slots": ("slots", "concurrent jobs (default: from the probe)"),
     "--tags": ("tags", "comma list of tags jobs can require"),
     "--wait-s": ("wait_s", "claim long-poll seconds (0-30)"),
@@ -76,6 +82,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     log = logging.getLogger("farmhand")
     for applied in platform.lower_priority():
         log.info("priority lowered: %s", applied)
+    install_policy(AddressPolicy(config.allow_networks))
+    if config.allow_networks:
+        log.warning(
+            "clip URLs may reach %s besides the internet (allow_networks): every submitter's "
+            "jobs can read what answers there",
+            ", ".join(str(n) for n in config.allow_networks),
+        )
     from farmhand.loop import run_farmhand  # the claim loop; imported only when running
 
     result: Any = run_farmhand(config)

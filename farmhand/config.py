@@ -9,6 +9,12 @@ in :data:`ENV_VARS`.
 The farmhand token comes from ``FARMHAND_TOKEN`` or, preferably, a token file
 (``FARMHAND_TOKEN_FILE``, default ``<state_dir>/token``) that only its owner may read;
 ``farmhand enroll`` writes one with mode 0600.
+
+Clip URLs are the submitters' choice, fetched from the owner's PC: the farmhand only connects to
+public internet addresses for them, never to the PC itself or its home network (see
+farmhand.netguard). ``allow_networks`` (``FARMHAND_ALLOW_NETWORKS``, ``--allow-networks``) is
+the owner's exception, e.g. ``192.168.1.20`` for a NAS the owner's own jobs take clips from.
+Board media is fetched from the board's address whatever this setting says.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from farmhand import platform
+from farmhand.netguard import Network, parse_networks
 from farmhand.schedule import Schedule, ScheduleError, parse_schedule
 
 GiB = 1024**3
@@ -51,6 +58,9 @@ class FarmhandConfig:
     cache_max_bytes: int = 20 * GiB
     max_download_bytes: int = 4 * GiB  # per source; bigger files are refused, not truncated
     download_concurrency: int = 4
+    # Networks clip URLs may reach besides the public internet (default: none). Anything listed
+    # here is reachable by every submitter's job: list a media server, not a whole home LAN.
+    allow_networks: tuple[Network, ...] = ()
     slots: int | None = None  # None: chosen by the probe from the hardware
     tags: tuple[str, ...] = ()
     wait_s: float = 25.0  # claim long-poll; the board caps it at 30
@@ -98,6 +108,7 @@ ENV_VARS: dict[str, str] = {
     "cache_max_bytes": "FARMHAND_CACHE_MAX_BYTES",
     "max_download_bytes": "FARMHAND_MAX_DOWNLOAD_BYTES",
     "download_concurrency": "FARMHAND_DOWNLOAD_CONCURRENCY",
+    "allow_networks": "FARMHAND_ALLOW_NETWORKS",
     "slots": "FARMHAND_SLOTS",
     "tags": "FARMHAND_TAGS",
     "wait_s": "FARMHAND_WAIT_S",
@@ -315,6 +326,15 @@ def _to_tags(value: Any, where: str) -> tuple[str, ...]:
     return tags
 
 
+def _to_networks(value: Any, where: str) -> tuple[Network, ...]:
+    if not isinstance(value, str | list | tuple):
+        raise ConfigError(f"{where}: expected a comma-separated list of networks, got {value!r}")
+    try:
+        return parse_networks(value if isinstance(value, str) else [str(v) for v in value])
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
 def _to_schedule(value: Any, where: str) -> Schedule:
     try:
         return parse_schedule(value if isinstance(value, str) else ",".join(value))
@@ -340,6 +360,7 @@ _CONVERTERS = {
     "cache_max_bytes": lambda v, w: parse_size(v, w),
     "max_download_bytes": lambda v, w: parse_size(v, w),
     "download_concurrency": lambda v, w: _to_int(v, w, 1, 32),
+    "allow_networks": _to_networks,
     "slots": lambda v, w: _to_int(v, w, 1, 64),
     "tags": _to_tags,
     "wait_s": lambda v, w: _to_number(v, w, 0, 30),

@@ -8,6 +8,15 @@ is bad). Web media goes through yt-dlp as a library (a plain ``.mp4`` URL works 
 generic extractor): one video only, never a playlist, within a size limit. Everything lands in
 the :class:`~farmhand.cache.MediaCache`, so a clip used by many jobs is fetched once.
 
+Web media is a stranger's choice, fetched from inside the owner's home network. So every request
+of a web download goes through a :class:`~farmhand.netguard.GuardedProxy`: public addresses
+only, plus the networks the owner allows (``FARMHAND_ALLOW_NETWORKS``), checked at each redirect
+and fragment, connected to as checked. yt-dlp uses its own HTTP downloaders only (never ffmpeg's,
+which would not go through the proxy), and every file it downloads is probed with the render's
+allow-lists and caps (``timeline.probe``) before anything else opens it: a playlist that would
+make ffmpeg read the PC's own files, or a picture over the pixel cap, fails the job for good.
+Board media comes from the board's own address (often on the LAN) and is not subject to this.
+
 Errors are typed for the job runner: :class:`FetchPermanentError` (the input is at fault: fail
 the job), :class:`FetchTransientError` (try again later, maybe elsewhere) and
 :class:`FetchLeaseLost` (the board no longer lets us work on this job: abort).
@@ -18,10 +27,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import shutil
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from tenacity import (
@@ -33,6 +45,9 @@ from tenacity import (
 )
 
 from farmhand.cache import MediaCache, PinSet, key_for_sha256, key_for_url
+from farmhand.netguard import AddressPolicy, GuardedProxy, Refusal, installed_policy
+from timeline.inputs import media_input_options
+from timeline.probe import MAX_PIXELS, MAX_STREAMS, ProbeError, probe
 from timeline.spec import Source
 from wire import LEASE_HEADER, MediaRef
 
@@ -62,6 +77,11 @@ class FetchPermanentError(FetchError):
     """The source itself is at fault (gone, not a video, a playlist, too big): fail the job."""
 
     retryable = False
+
+
+class AddressRefused(FetchPermanentError):
+    """A web source (or a redirect or fragment of it) leads to an address this farmhand does not
+    fetch from: the owner's network, the PC itself (see farmhand.netguard)."""
 
 
 class FetchLeaseLost(FetchError):
@@ -305,16 +325,20 @@ async def fetch_url(
     max_bytes: int,
     ffmpeg: str = "ffmpeg",
     attempts: int = URL_ATTEMPTS,
+    policy: AddressPolicy | None = None,
 ) -> Path:
     """Web media at ``url`` (a video page or a plain media file) as a local file.
 
     yt-dlp runs in a thread: one video (a playlist URL is refused), at most ``max_bytes``,
     video and audio merged into mp4 where the site offers separate streams. The cache key is the
     normalized URL. Network trouble is retried ``attempts`` times, yt-dlp resuming its partial
-    file. Raises FetchPermanentError (unsupported URL, 404, not a video, too big) or
-    FetchTransientError, each naming the URL.
+    file. Every connection must be to an address ``policy`` permits (default: the process's,
+    :func:`farmhand.netguard.installed_policy`), and the file must be real media within the
+    caps of ``timeline.probe``. Raises FetchPermanentError (unsupported URL, 404, not a video,
+    a playlist, too big, :class:`AddressRefused`) or FetchTransientError, each naming the URL.
     """
     key = key_for_url(url)
+    policy = policy if policy is not None else installed_policy()
 
     async def download() -> Path:
         work = cache.work_dir(key)
@@ -326,7 +350,7 @@ async def fetch_url(
                 reraise=True,
             ):
                 with attempt:
-                    return await _run_in_thread(url, work, max_bytes, ffmpeg)
+                    return await _run_in_thread(url, work, max_bytes, ffmpeg, policy)
         except FetchTransientError as exc:
             log.warning("giving up on %s after %d attempts: %s", url, attempts, exc)
             raise
@@ -335,10 +359,14 @@ async def fetch_url(
     return await cache.get_or_create(key, download, pins=pins)
 
 
-async def _run_in_thread(url: str, work: Path, max_bytes: int, ffmpeg: str) -> Path:
+async def _run_in_thread(
+    url: str, work: Path, max_bytes: int, ffmpeg: str, policy: AddressPolicy
+) -> Path:
     cancel = threading.Event()
     try:
-        return await asyncio.to_thread(_ytdlp_download, url, work, max_bytes, ffmpeg, cancel)
+        return await asyncio.to_thread(
+            _ytdlp_download, url, work, max_bytes, ffmpeg, cancel, policy
+        )
     except asyncio.CancelledError:
         cancel.set()  # the thread stops at yt-dlp's next progress report
         raise
@@ -350,6 +378,23 @@ class _Cancelled(Exception):
 
 class _TooBig(Exception):
     pass
+
+
+class _NotMedia(Exception):
+    """A downloaded file that the render's probe refuses (a playlist, over a cap, unreadable)."""
+
+    def __init__(self, error: ProbeError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+# Where yt-dlp may download from: its own HTTP downloaders (through the proxy), HLS and DASH
+# included. Not rtmp/rtsp/mms (external programs that ignore the proxy) nor ffmpeg's downloader.
+_PROTOCOLS = "[protocol~='^(https?|m3u8(_native)?|http_dash_segments(_generator)?)$']"
+_FORMAT = "/".join((
+    f"bv*[ext=mp4]{_PROTOCOLS}+ba[ext=m4a]{_PROTOCOLS}", f"b[ext=mp4]{_PROTOCOLS}",
+    f"bv*{_PROTOCOLS}+ba{_PROTOCOLS}", f"b{_PROTOCOLS}",
+))  # fmt: skip
 
 
 class _YtdlpLog:
@@ -379,9 +424,32 @@ class _YtdlpLog:
 
 
 def _ytdlp_download(
-    url: str, work: Path, max_bytes: int, ffmpeg: str, cancel: threading.Event
+    url: str,
+    work: Path,
+    max_bytes: int,
+    ffmpeg: str,
+    cancel: threading.Event,
+    policy: AddressPolicy,
 ) -> Path:
-    """Blocking: download one video into ``work`` with yt-dlp, return the file."""
+    """Blocking: download one video into ``work`` with yt-dlp, every request through a
+    :class:`GuardedProxy` for ``policy``; return the file, checked to be media."""
+    with GuardedProxy(policy) as proxy:
+        try:
+            path = _ytdlp_download_through(url, work, max_bytes, ffmpeg, cancel, proxy.url)
+        except FetchError as exc:
+            # What yt-dlp made of the proxy's answer (HTTP 403, 502) says less than we know.
+            if proxy.refusals:
+                raise _refused(url, proxy.refusals) from None
+            if proxy.failures and isinstance(exc, FetchTransientError):
+                raise FetchTransientError(f"{url}: {proxy.failures[-1]}", source=url) from None
+            raise
+    _check_media(path, url)
+    return path
+
+
+def _ytdlp_download_through(
+    url: str, work: Path, max_bytes: int, ffmpeg: str, cancel: threading.Event, proxy: str
+) -> Path:
     import yt_dlp  # imported here: it is slow to import and only needed for web sources
 
     def progress(d: dict[str, Any]) -> None:
@@ -390,16 +458,35 @@ def _ytdlp_download(
         done = d.get("downloaded_bytes") or 0
         if done > max_bytes:  # also when the server announces no size up front
             raise _TooBig()
+        if d.get("status") == "finished" and d.get("filename"):
+            # before yt-dlp's ffmpeg merges it: a playlist must not be opened by any ffmpeg
+            try:
+                probe(Path(d["filename"]), label=url)
+            except ProbeError as exc:
+                raise _NotMedia(exc) from None
 
     logger = _YtdlpLog()
     options: dict[str, Any] = {
         "outtmpl": str(work / "media.%(ext)s"),
         "paths": {"home": str(work), "temp": str(work)},
         "noplaylist": True,
-        "format": "bv*[ext=mp4]+ba[ext=m4a]/b[ext=mp4]/bv*+ba/b",
+        "format": _FORMAT,
         "merge_output_format": "mp4",
+        "proxy": proxy,
+        # yt-dlp's own downloaders for HLS and DASH: they go through the proxy, and never
+        # hand a manifest to ffmpeg (which would follow file:// segments and skip the proxy).
+        "external_downloader": {"default": "native"},
+        # Where yt-dlp still would (an HLS feature its downloader lacks), ffmpeg may not open
+        # any protocol: that download fails instead of leaving the guard.
+        "external_downloader_args": {"ffmpeg_i": ["-protocol_whitelist", "none"]},
+        # Merging separate video and audio: the render's allow-lists on each input.
+        "postprocessor_args": {
+            "merger+ffmpeg_i": media_input_options(max_pixels=MAX_PIXELS, max_streams=MAX_STREAMS)
+        },
+        "fixup": "never",  # the render re-encodes everything; no other ffmpeg pass is needed
         "max_filesize": max_bytes,
-        "ffmpeg_location": ffmpeg,
+        # a path: yt-dlp takes a bare "ffmpeg" for a missing file and then cannot merge
+        "ffmpeg_location": shutil.which(ffmpeg) or ffmpeg,
         "logger": logger,
         "quiet": True,
         "no_warnings": False,
@@ -428,7 +515,16 @@ def _ytdlp_download(
         raise FetchPermanentError(
             f"{url} is larger than this farmhand's download limit of {_mb(max_bytes)}", source=url
         ) from None
+    except _NotMedia as exc:
+        raise FetchPermanentError(exc.error.message, source=url) from None
     except yt_dlp.utils.DownloadError as exc:
+        if any("delegated to ffmpeg" in line for line in logger.lines):
+            raise FetchPermanentError(
+                f"{url}: this stream uses HLS features only ffmpeg's own downloader handles, and "
+                "farmhands never let ffmpeg fetch from the network (it would bypass their "
+                "address checks and could read local files); give a plain video address",
+                source=url,
+            ) from None
         raise _classify_ytdlp_error(url, exc) from None
     except yt_dlp.utils.YoutubeDLError as exc:
         raise _classify_ytdlp_error(url, exc) from None
@@ -444,6 +540,33 @@ def _ytdlp_download(
             f"{url} is larger than this farmhand's download limit of {_mb(max_bytes)}", source=url
         )
     raise FetchPermanentError(f"{url}: yt-dlp found no video to download", source=url)
+
+
+def _check_media(path: Path, url: str) -> None:
+    """The render's probe of a download, before it enters the cache: real media, within caps."""
+    try:
+        probe(path, label=url)
+    except ProbeError as exc:
+        raise FetchPermanentError(exc.message, source=url) from None
+
+
+def _refused(url: str, refusals: list[Refusal]) -> AddressRefused:
+    """One permanent error for a download the guard stopped. It names the host asked for (the
+    submitter's URL, or where that URL's server sent us) but not what the host resolved to:
+    that would tell a stranger what names mean inside the owner's network."""
+    host = refusals[0].host
+    try:
+        ip_address(host)
+        what = f"{host} is a private or local network address"
+    except ValueError:
+        what = f"{host} resolves to a private or local network address"
+    if host != (urlsplit(url).hostname or ""):
+        what = f"it leads to {host}, which {what.removeprefix(host + ' ')}"
+    return AddressRefused(
+        f"{url}: {what}; farmhands fetch clips from public internet addresses only (the PC's "
+        "owner can allow a network with FARMHAND_ALLOW_NETWORKS)",
+        source=url,
+    )
 
 
 def _refuse_unsuitable(url: str, info: dict[str, Any] | None, max_bytes: int) -> None:
@@ -470,7 +593,7 @@ def _refuse_unsuitable(url: str, info: dict[str, Any] | None, max_bytes: int) ->
 
 def _classify_ytdlp_error(url: str, exc: Exception) -> FetchError:
     """Permanent when the source is at fault (unsupported, gone, private), else transient."""
-    from yt_dlp.networking.exceptions import HTTPError, TransportError
+    from yt_dlp.networking.exceptions import HTTPError, RequestError, TransportError
     from yt_dlp.utils import ExtractorError, UnsupportedError
 
     # DownloadError keeps the original in exc_info; ExtractorError in exc_info or cause.
@@ -497,6 +620,13 @@ def _classify_ytdlp_error(url: str, exc: Exception) -> FetchError:
             return FetchTransientError(f"{url}: the site answered HTTP {cause.status}", source=url)
         if isinstance(cause, TransportError):
             return FetchTransientError(f"{url}: network error ({cause})", source=url)
+        if isinstance(cause, RequestError):  # a request yt-dlp will not make, anywhere
+            if "file://" in str(cause):
+                return FetchPermanentError(
+                    f"{url} refers to local files (file://), which farmhands never read",
+                    source=url,
+                )
+            return FetchPermanentError(f"{url} cannot be fetched: {_short(str(cause))}", source=url)
     text = _short(str(exc))
     if "did not get any data blocks" in text.lower():
         # the server answered, with an empty body: asking again gets the same nothing
@@ -522,12 +652,14 @@ async def fetch_all(
     concurrency: int = 4,
     ffmpeg: str = "ffmpeg",
     on_progress: Callable[[float], None] | None = None,
+    policy: AddressPolicy | None = None,
 ) -> dict[str, Path]:
     """Fetch every source of a job, ``concurrency`` at a time; ``{Source.key: local path}``.
 
     ``media`` maps board media ids to their :class:`wire.MediaRef` (``JobContext.media``).
-    ``on_progress`` gets the fraction of sources done. The first failure cancels the rest and
-    is raised (FetchLeaseLost, FetchPermanentError or FetchTransientError).
+    ``on_progress`` gets the fraction of sources done. ``policy`` limits where web sources may
+    be fetched from (see :func:`fetch_url`). The first failure cancels the rest and is raised
+    (FetchLeaseLost, FetchPermanentError or FetchTransientError).
     """
     unique = list({s.key: s for s in sources}.values())
     limit = asyncio.Semaphore(concurrency)
@@ -549,8 +681,9 @@ async def fetch_all(
                 )
             elif source.url is not None:
                 path = await fetch_url(
-                    source.url, cache=cache, pins=pins, max_bytes=max_bytes, ffmpeg=ffmpeg
-                )
+                    source.url, cache=cache, pins=pins, max_bytes=max_bytes, ffmpeg=ffmpeg,
+                    policy=policy,
+                )  # fmt: skip
             else:
                 raise FetchPermanentError(
                     f"local path {source.path!r} cannot be rendered on a farmhand; upload it as "

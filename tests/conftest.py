@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from tests.media import make_audio, make_clip, make_image
+
+# The web servers that stand in for the internet in these tests listen on 127.0.0.1, which a
+# farmhand refuses to fetch clip URLs from unless its owner allows it: the farmhand processes the
+# tests start inherit this, as an owner's LAN media server setting. The network guard's own tests
+# (tests/farmhand/test_netguard.py) give their policies explicitly.
+os.environ.setdefault("FARMHAND_ALLOW_NETWORKS", "127.0.0.1")
 
 
 @pytest.fixture(scope="session")

@@ -155,3 +155,39 @@ def make_png_declaring(path: Path, width: int, height: int) -> Path:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(idat))
                      + chunk(b"IEND", b""))  # fmt: skip
     return path
+
+
+def make_solid_clip(path: Path, *, color: str = "magenta", duration: float = 2.0) -> Path:
+    """Write a clip of one flat colour with a 1 kHz tone (format from the extension; ``.ts``
+    for an HLS segment): a picture easy to look for in a render that must not contain it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", f"color=c={color}:s=320x180:r=30:d={duration}",
+         "-f", "lavfi", "-i", f"sine=frequency=1000:duration={duration}",
+         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac",
+         str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def make_stream(folder: Path, kind: str, *, duration: float = 3.0) -> Path:
+    """Write a short streaming rendition into ``folder``: ``hls`` (``index.m3u8`` and MPEG-TS
+    segments) or ``dash`` (``manifest.mpd``, separate video and audio segments, which a
+    downloader must merge). Returns the playlist or manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    muxer = {
+        "hls": ["-f", "hls", "-hls_time", "1", "-hls_playlist_type", "vod", "index.m3u8"],
+        "dash": ["-f", "dash", "-seg_duration", "1", "-use_template", "1", "-use_timeline", "0",
+                 "manifest.mpd"],
+    }[kind]  # fmt: skip
+    subprocess.run(
+        [FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc2=size=320x180:rate=30:duration={duration}",
+         "-f", "lavfi", "-i", f"sine=frequency=440:duration={duration}",
+         "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast", "-g", "30",
+         "-c:a", "aac", *muxer],
+        cwd=folder, check=True,
+    )  # fmt: skip
+    return folder / muxer[-1]

@@ -58,12 +58,18 @@ def media_input(path: Path | str, *, max_pixels: int, max_streams: int) -> list[
     """The input options and ``-i`` of ffmpeg (or ffprobe) reading the media file ``path``:
     only the local file, only real media containers, no picture over ``max_pixels`` decoded,
     no more than ``max_streams`` streams. Put other input options (``-ss``, ``-t``) before."""
+    return [*media_input_options(max_pixels=max_pixels, max_streams=max_streams),
+            "-i", file_url(path)]  # fmt: skip
+
+
+def media_input_options(*, max_pixels: int, max_streams: int) -> list[str]:
+    """The options of :func:`media_input` without the ``-i``: for a tool that names the file
+    itself (yt-dlp merging downloaded streams, as ``file:<path>``)."""
     return [
         "-protocol_whitelist", "file",
         "-format_whitelist", ",".join(MEDIA_FORMATS),
         "-max_streams", str(max_streams),
         "-max_pixels", str(max_pixels),
-        "-i", file_url(path),
     ]  # fmt: skip
 
 

@@ -1,5 +1,6 @@
 """A small threaded HTTP server for fetch tests: serves files with Range support, records every
-request, and can be told to cut a connection mid-body, to delay, or to answer with a status."""
+request, and can be told to cut a connection mid-body, to delay, to answer with a status, or to
+redirect elsewhere."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class Served:
     status: int = 200  # e.g. 404, 409, 503 to answer with that status instead
     cut_at: int | None = None  # close the connection after this many body bytes, once
     delay_s: float = 0.0  # wait before answering (to make concurrent requests overlap)
+    location: str | None = None  # answer 302 to this address instead
 
 
 @dataclass
@@ -37,18 +39,23 @@ class MediaServer:
     files: dict[str, Served] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     port: int = 0
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def gets(self, path: str) -> list[Request]:
         """GET requests for ``path`` so far."""
         return [r for r in self.requests if r.method == "GET" and r.path == path]
 
 
-def start_media_server() -> tuple[MediaServer, ThreadingHTTPServer]:
-    state = MediaServer()
+def start_media_server(
+    host: str = "127.0.0.1", port: int = 0
+) -> tuple[MediaServer, ThreadingHTTPServer]:
+    """Serve ``MediaServer.files`` on ``host`` (any 127.x.y.z works on Linux: a second
+    "machine" for redirect tests) at ``port`` (default: a free one)."""
+    state = MediaServer(host=host)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -71,6 +78,12 @@ def start_media_server() -> tuple[MediaServer, ThreadingHTTPServer]:
                 return
             if served.delay_s:
                 time.sleep(served.delay_s)
+            if served.location is not None:
+                self.send_response(302)
+                self.send_header("Location", served.location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if served.status != 200:
                 self._plain(served.status, b"refused")
                 return
@@ -114,7 +127,7 @@ def start_media_server() -> tuple[MediaServer, ThreadingHTTPServer]:
             if self.command != "HEAD":
                 self.wfile.write(text)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     state.port = server.server_address[1]
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()

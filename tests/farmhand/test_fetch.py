@@ -16,9 +16,14 @@ from farmhand.fetch import (
     fetch_media,
     fetch_url,
 )
+from farmhand.netguard import AddressPolicy
 from tests.farmhand.media_server import Served, board_client, serve_media
 from timeline.spec import Source
 from wire import LEASE_HEADER, MediaRef
+
+# The test web server is on 127.0.0.1: allowed here as an owner allows a LAN source (the guard
+# itself is tested in test_netguard.py).
+LAN = AddressPolicy.allowing("127.0.0.1")
 
 
 async def test_board_media_is_downloaded_with_both_tokens_and_reused(media_dir, server, cache):
@@ -126,20 +131,22 @@ async def test_plain_mp4_url_is_fetched_through_ytdlp(media_dir, server, cache):
     server.files["/clips/b.mp4"] = Served(body=body, content_type="video/mp4")
     url = f"{server.url}/clips/b.mp4?utm_source=newsletter"
 
-    path = await fetch_url(url, cache=cache, max_bytes=10 * 1024**2)
-    again = await fetch_url(f"{server.url}/clips/b.mp4", cache=cache, max_bytes=10 * 1024**2)
+    path = await fetch_url(url, cache=cache, max_bytes=10 * 1024**2, policy=LAN)
+    again = await fetch_url(
+        f"{server.url}/clips/b.mp4", cache=cache, max_bytes=10 * 1024**2, policy=LAN
+    )
 
     assert path == again  # one cache entry for both spellings
     assert path.read_bytes() == body
     downloads = len(server.gets("/clips/b.mp4"))
-    await fetch_url(url, cache=cache, max_bytes=10 * 1024**2)
+    await fetch_url(url, cache=cache, max_bytes=10 * 1024**2, policy=LAN)
     assert len(server.gets("/clips/b.mp4")) == downloads  # the cache answered
 
 
 async def test_url_that_does_not_exist_is_a_permanent_error_naming_it(server, cache):
     url = f"{server.url}/clips/missing.mp4"
     with pytest.raises(FetchPermanentError) as err:
-        await fetch_url(url, cache=cache, max_bytes=10 * 1024**2)
+        await fetch_url(url, cache=cache, max_bytes=10 * 1024**2, policy=LAN)
     assert url in str(err.value)
     assert "404" in str(err.value)
     assert cache.entries() == []
@@ -150,7 +157,7 @@ async def test_html_page_without_video_is_a_permanent_error_naming_it(server, ca
     server.files["/blog/post"] = Served(body=html, content_type="text/html; charset=utf-8")
     url = f"{server.url}/blog/post"
     with pytest.raises(FetchPermanentError) as err:
-        await fetch_url(url, cache=cache, max_bytes=10 * 1024**2)
+        await fetch_url(url, cache=cache, max_bytes=10 * 1024**2, policy=LAN)
     assert url in str(err.value)
     assert "not a video" in str(err.value)
 
@@ -160,7 +167,9 @@ async def test_page_with_one_embedded_video_gives_that_video(media_dir, server, 
     server.files["/v/a.mp4"] = Served(body=body, content_type="video/mp4")
     page = b'<html><body><h1>Ace</h1><video src="/v/a.mp4"></video></body></html>'
     server.files["/watch/ace"] = Served(body=page, content_type="text/html")
-    path = await fetch_url(f"{server.url}/watch/ace", cache=cache, max_bytes=10 * 1024**2)
+    path = await fetch_url(
+        f"{server.url}/watch/ace", cache=cache, max_bytes=10 * 1024**2, policy=LAN
+    )
     assert path.read_bytes() == body
 
 
@@ -172,7 +181,7 @@ async def test_playlist_is_refused_without_downloading_its_videos(media_dir, ser
     server.files["/playlist"] = Served(body=page, content_type="text/html")
     url = f"{server.url}/playlist"
     with pytest.raises(FetchPermanentError, match="playlist") as err:
-        await fetch_url(url, cache=cache, max_bytes=10 * 1024**2)
+        await fetch_url(url, cache=cache, max_bytes=10 * 1024**2, policy=LAN)
     assert url in str(err.value)
     assert server.gets("/v/a.mp4") == server.gets("/v/b.mp4") == []
 
@@ -180,7 +189,7 @@ async def test_playlist_is_refused_without_downloading_its_videos(media_dir, ser
 async def test_unreachable_site_is_a_transient_error(server, cache):
     url = "http://127.0.0.1:9/clip.mp4"  # discard port: connection refused
     with pytest.raises(FetchTransientError) as err:
-        await fetch_url(url, cache=cache, max_bytes=10 * 1024**2, attempts=1)
+        await fetch_url(url, cache=cache, max_bytes=10 * 1024**2, attempts=1, policy=LAN)
     assert url in str(err.value)
 
 
@@ -188,7 +197,9 @@ async def test_url_over_the_size_limit_is_refused(media_dir, server, cache):
     body = (media_dir / "a.mp4").read_bytes()
     server.files["/clips/a.mp4"] = Served(body=body, content_type="video/mp4")
     with pytest.raises(FetchPermanentError, match="download limit"):
-        await fetch_url(f"{server.url}/clips/a.mp4", cache=cache, max_bytes=len(body) // 2)
+        await fetch_url(
+            f"{server.url}/clips/a.mp4", cache=cache, max_bytes=len(body) // 2, policy=LAN
+        )
     assert cache.entries() == []
 
 
@@ -213,7 +224,7 @@ async def test_fetch_all_gets_every_source_of_a_job_once(media_dir, server, cach
         with cache.pin_set() as pins:
             paths = await fetch_all(
                 sources, client=client, cache=cache, media=refs, headers={}, pins=pins,
-                max_bytes=10 * 1024**2, concurrency=3, on_progress=progress.append,
+                max_bytes=10 * 1024**2, concurrency=3, on_progress=progress.append, policy=LAN,
             )  # fmt: skip
             assert len(pins) == 3
 

@@ -15,28 +15,26 @@ from pathlib import Path
 
 import pytest
 
-from tests.media import FFMPEG, make_clip, make_local_file_playlist, make_png_declaring
+from tests.media import (
+    FFMPEG,
+    make_clip,
+    make_local_file_playlist,
+    make_png_declaring,
+    make_solid_clip,
+)
 from timeline.errors import InputError
 from timeline.probe import MAX_DURATION_S, MAX_PIXELS, MAX_STREAMS, ProbeError, probe
 from timeline.render import render
 from timeline.spec import parse_compilation
 
 ROOT = Path(__file__).resolve().parents[2]
-MAGENTA = (233, 0, 244)  # the secret's colour after yuv420p and back
 
 
 @pytest.fixture(scope="module")
 def secret(tmp_path_factory) -> Path:
     """A video that stands for a private file on the farmhand's disk: solid magenta, MPEG-TS
     (what an HLS segment usually is, so ffmpeg would happily play it)."""
-    path = tmp_path_factory.mktemp("private") / "holiday.ts"
-    subprocess.run(
-        [FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=magenta:s=320x180:r=30:d=2",
-         "-f", "lavfi", "-i", "sine=frequency=1000:duration=2", "-c:v", "libx264",
-         "-preset", "ultrafast", "-c:a", "aac", str(path)],
-        check=True,
-    )  # fmt: skip
-    return path
+    return make_solid_clip(tmp_path_factory.mktemp("private") / "holiday.ts", color="magenta")
 
 
 @pytest.fixture(scope="module")
