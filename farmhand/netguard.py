@@ -241,9 +241,12 @@ class GuardedProxy:
         error: OSError | None = None
         for address in allowed:
             try:
-                return socket.create_connection((address, port), timeout=self.connect_timeout_s)
+                upstream = socket.create_connection((address, port), self.connect_timeout_s)
             except OSError as exc:
                 error = exc
+                continue
+            upstream.settimeout(self.idle_timeout_s)
+            return upstream
         reason = (error.strerror or str(error)) if error is not None else "no address"
         raise self._unreachable(f"cannot connect to {host}:{port} ({reason})")
 
@@ -275,6 +278,12 @@ class _ProxyHandler(socketserver.BaseRequestHandler):
     server: _ProxyServer
 
     def handle(self) -> None:
+        try:
+            self._serve()
+        except OSError:
+            pass  # either side went away mid-exchange: the client sees its connection end
+
+    def _serve(self) -> None:
         proxy = self.server.proxy
         client: socket.socket = self.request
         client.settimeout(proxy.idle_timeout_s)
