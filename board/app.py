@@ -1,56 +1,36 @@
-"""The board's one app factory."""
+"""The board's one app factory: Litestar, its routes, the token middleware, the reaper.
+
+What ``board serve`` runs is ``create_app()``; there is one door in, Litestar's, so auth, role
+checks, body limits and error bodies exist once (docs/architecture.md, "The board").
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
-import logging
 from collections.abc import AsyncIterator
 
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
-from board.api.admin import AdminController
-from board.api.farmhands import FarmhandController
-from board.api.fastlane import FastLane
-from board.api.ops import ROUTES as OPS_ROUTES
-from board.api.submitters import JobsController, MediaController
+from board.api.admin_routes import AdminController
+from board.api.auth import OPEN_PATHS, TokenAuth
+from board.api.farmhand_routes import FarmhandController
+from board.api.http import ERROR_HANDLERS
+from board.api.job_routes import JobsController
+from board.api.media_routes import MediaController
+from board.api.ops_routes import ROUTES as OPS_ROUTES
 from board.config import BoardConfig, load_config
 from board.dashboard.routes import ROUTES as DASHBOARD_ROUTES
-from board.db import Database
-from board.errors import BoardError
-from board.http import TokenAuth, board_error_handler, http_error_handler, internal_error_handler
-from board.reaper import run_reaper
-from board.siblings import Siblings, folder_for
+from board.domain.reaper import run_reaper
+from board.infra.db import Database
+from board.infra.storage import LocalStorage
 from board.state import BoardState
-from board.storage import LocalStorage
-
-log = logging.getLogger("board")
-OPEN_PATHS = ["^/health$", "^/ready$", "^/metrics$", "^/schema"]
-
-
-def serving_app(config: BoardConfig | None = None) -> FastLane:
-    """What ``board serve`` runs: the board, its hot farmhand routes answered by the fast lane
-    in front of Litestar (``board.api.fastlane``)."""
-    app = create_app(config)
-    return FastLane(app, app.state.board)
-
-
-def worker_app() -> FastLane:
-    """The app of one worker of ``board serve --workers N``: uvicorn calls this in each worker
-    process, and ``board serve`` put the configuration in the environment it inherits."""
-    app = serving_app(load_config())
-    # What start-up built lives as long as the process: keep it out of the collector's full
-    # passes, which walked it again every ~15 s under load (a full pass measured 82-97 ms in
-    # the fleet benchmark, a tail on whatever request it landed in; 34-40 ms frozen).
-    gc.freeze()
-    return app
+from wire.routes import SCHEMA
 
 
 def create_app(
@@ -59,8 +39,8 @@ def create_app(
     extra_routes: list | None = None,
     open_paths: list[str] | None = None,
 ) -> Litestar:
-    """Build the board. The database schema must exist (``board migrate``); the app never creates
-    tables itself."""
+    """Build the board. The database schema must exist (``board migrate``; ``board serve`` runs
+    it first): the app never creates tables itself."""
     config = config or load_config()
     board = BoardState(
         config=config,
@@ -70,10 +50,6 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        siblings = None
-        if config.workers > 1:  # one of ``board serve --workers N``: pass wake-ups to the others
-            siblings = Siblings(folder_for(config.data_dir), board.feed)
-            siblings.start()
         reaper = asyncio.create_task(run_reaper(board), name="lease-reaper")
         try:
             yield
@@ -81,8 +57,6 @@ def create_app(
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
-            if siblings is not None:
-                siblings.close()
             await board.db.dispose()
 
     def provide_board() -> BoardState:
@@ -100,15 +74,11 @@ def create_app(
         ],
         dependencies={"board": Provide(provide_board, use_cache=True, sync_to_thread=False)},
         middleware=[DefineMiddleware(TokenAuth, exclude=OPEN_PATHS + (open_paths or []))],
-        exception_handlers={
-            BoardError: board_error_handler,
-            HTTPException: http_error_handler,
-            Exception: internal_error_handler,
-        },
+        exception_handlers=ERROR_HANDLERS,
         openapi_config=OpenAPIConfig(
             title="clipfarm board",
             version="1.0.0",
-            path="/schema",
+            path=SCHEMA,
             security=[{"bearer": []}],
             components=Components(
                 security_schemes={

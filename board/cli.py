@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import sys
 
@@ -12,24 +11,19 @@ from board.config import ConfigError, ensure_data_dir, load_config
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import os
-
     import uvicorn
 
-    from board.app import serving_app
-    from board.migrate import upgrade
+    from board.app import create_app
+    from board.infra.migrate import upgrade
 
-    config = load_config(
-        data_dir=args.data_dir, host=args.host, port=args.port, workers=args.workers
-    )
+    config = load_config(data_dir=args.data_dir, host=args.host, port=args.port)
 
     ensure_data_dir(config)
     if not args.no_migrate:
         upgrade(config.database_url)  # the schema is alembic's: bring it to head before serving
     print(
         f"board serving on http://{config.host}:{config.port} "
-        f"(database {config.database_url.split('@')[-1]}, data {config.data_dir}"
-        f"{f', {config.workers} workers' if config.workers > 1 else ''})",
+        f"(database {config.database_url.split('@')[-1]}, data {config.data_dir})",
         flush=True,
     )
     options = dict(
@@ -41,26 +35,12 @@ def _serve(args: argparse.Namespace) -> int:
         # farmhands call every few seconds: keep their connections rather than redo TCP each time
         timeout_keep_alive=65,
     )
-    if config.workers > 1:
-        # uvicorn's supervisor starts the workers (and restarts one that dies); each builds the
-        # app from the environment, which must say what the flags said
-        os.environ.update(
-            BOARD_DATA_DIR=str(config.data_dir),
-            BOARD_DATABASE_URL=config.database_url,
-            BOARD_HOST=config.host,
-            BOARD_PORT=str(config.port),
-            BOARD_WORKERS=str(config.workers),
-        )
-        uvicorn.run("board.app:worker_app", factory=True, workers=config.workers, **options)
-        return 0
-    app = serving_app(config)
-    gc.freeze()  # what start-up built stays out of full collections (see worker_app)
-    uvicorn.run(app, **options)
+    uvicorn.run(create_app(config), **options)
     return 0
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from board.migrate import upgrade
+    from board.infra.migrate import upgrade
 
     config = load_config(data_dir=args.data_dir)
 
@@ -71,8 +51,8 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _with_db(args: argparse.Namespace, work) -> int:
-    from board.db import Database
-    from board.migrate import upgrade
+    from board.infra.db import Database
+    from board.infra.migrate import upgrade
 
     config = load_config(data_dir=args.data_dir)
 
@@ -90,7 +70,7 @@ def _with_db(args: argparse.Namespace, work) -> int:
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    from board.auth import create_token
+    from board.domain.tokens import create_token
 
     async def work(db) -> int:
         token = await create_token(db, role=args.role, name=args.name)
@@ -102,7 +82,7 @@ def _token_create(args: argparse.Namespace) -> int:
 
 
 def _token_revoke(args: argparse.Namespace) -> int:
-    from board.auth import revoke_token
+    from board.domain.tokens import revoke_token
 
     async def work(db) -> int:
         await revoke_token(db, args.name)
@@ -114,9 +94,9 @@ def _token_revoke(args: argparse.Namespace) -> int:
 
 def _limits_set(args: argparse.Namespace) -> int:
     from board.config import load_config as _load
+    from board.domain.submitters import set_limits
+    from board.infra.storage import LocalStorage
     from board.state import BoardState
-    from board.storage import LocalStorage
-    from board.submitters import set_limits
     from wire import Limits
 
     limits = Limits(
@@ -147,12 +127,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the board (migrates the database first)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
-    serve.add_argument(
-        "--workers",
-        type=int,
-        help="board processes on this port (BOARD_WORKERS, default 1): on SQLite, 2 on a "
-        "2-core machine measured about 1.45x the claim throughput of 1 (BENCHMARKS.md)",
-    )
     serve.add_argument("--log-level", default="warning")
     serve.add_argument("--access-log", action="store_true")
     serve.add_argument("--no-migrate", action="store_true", help="do not upgrade the schema first")

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-MAX_WORKERS = 64
 
 
 class ConfigError(ValueError):
@@ -46,7 +43,6 @@ class BoardConfig:
     db_pool_size: int = 10  # PostgreSQL connections per board process (and as many overflow)
     host: str = "127.0.0.1"
     port: int = 8000
-    workers: int = 1  # board processes serving one port (``board serve --workers``)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -109,14 +105,8 @@ def load_config(**overrides) -> BoardConfig:
         max_upload_bytes=int(_float("BOARD_MAX_UPLOAD_BYTES", 20 * 1024**3)),
         host=os.environ.get("BOARD_HOST", "127.0.0.1"),
         port=int(_float("BOARD_PORT", 8000)),
-        workers=int(_float("BOARD_WORKERS", 1)),
     )
-    config = config.with_overrides(**overrides)
-    if not 1 <= config.workers <= MAX_WORKERS:
-        raise ConfigError(f"workers ({config.workers}) must be 1 to {MAX_WORKERS}")
-    if config.workers > 1 and not (os.name == "posix" and hasattr(socket, "AF_UNIX")):
-        raise ConfigError("more than one worker needs Unix sockets (Linux, macOS): use 1")
-    return config
+    return config.with_overrides(**overrides)
 
 
 def ensure_data_dir(config: BoardConfig) -> Path:

@@ -13,12 +13,12 @@ from sqlalchemy import Text, select, type_coerce
 from sqlalchemy.engine import Connection
 
 from board.config import BoardConfig
-from board.db import Database
-from board.matching import Skills, skills_of
-from board.metrics import Metrics
-from board.models import farmhands
-from board.notify import JobFeed
-from board.storage import Storage
+from board.domain.matching import Skills, skills_of
+from board.infra.db import Database
+from board.infra.metrics import Metrics
+from board.infra.models import farmhands
+from board.infra.notify import JobFeed
+from board.infra.storage import Storage
 from wire import Capabilities
 
 
@@ -43,10 +43,11 @@ class OnlineFarm:
 
 @dataclass
 class CheckIn:
-    """A farmhand's last full check-in with this board process (see ``claims.claim``)."""
+    """A farmhand's last full check-in with this board process (``farmhands.check_in_to_claim``)."""
 
     farmhand_id: int
     token_id: int
+    name: str
     capabilities: bytes
     state: str
     state_reason: str
@@ -58,10 +59,10 @@ class Unacknowledged:
     fail, release or complete). Only these can be a claim whose answer got lost."""
 
     def __init__(self) -> None:
-        self._by_farmhand: dict[str, set[str]] = {}
-        self._owner: dict[str, str] = {}
+        self._by_farmhand: dict[int, set[str]] = {}  # farmhand token id → job ids
+        self._owner: dict[str, int] = {}
 
-    def add(self, farmhand: str, job_id: str) -> None:
+    def add(self, farmhand: int, job_id: str) -> None:
         self._by_farmhand.setdefault(farmhand, set()).add(job_id)
         self._owner[job_id] = farmhand
 
@@ -74,7 +75,7 @@ class Unacknowledged:
                 if not jobs_of:
                     del self._by_farmhand[farmhand]
 
-    def missing_from(self, farmhand: str, holding: list[str]) -> bool:
+    def missing_from(self, farmhand: int, holding: list[str]) -> bool:
         """Whether the farmhand does not list a job it was handed (its claim answer got lost)."""
         return bool(self._by_farmhand.get(farmhand, set()) - set(holding))
 
@@ -87,7 +88,7 @@ class BoardState:
     feed: JobFeed = field(default_factory=JobFeed)
     metrics: Metrics = field(default_factory=Metrics)
     online: OnlineFarm = field(default_factory=OnlineFarm)
-    check_ins: dict[str, CheckIn] = field(default_factory=dict)
+    check_ins: dict[int, CheckIn] = field(default_factory=dict)
     unacknowledged: Unacknowledged = field(default_factory=Unacknowledged)
     _refreshing: asyncio.Future | None = field(default=None, repr=False)
     _skills: dict = field(default_factory=dict, repr=False)  # farmhand id -> (caps text, Skills)

@@ -8,8 +8,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from board.config import normalize_database_url
-from board.db import migration_engine
-from board.models import metadata
+from board.infra.db import migration_engine
+from board.infra.models import metadata
 
 config = context.config
 target_metadata = metadata

@@ -19,7 +19,6 @@ from timeline.spec import Codec, Compilation
 from wire.errors import error_detail  # noqa: F401  (clients import it from here too)
 from wire.routes import API  # noqa: F401
 
-
 # Headers of the farmhand's job calls that carry no JSON body (uploads, media downloads).
 LEASE_HEADER = "X-Lease-Token"
 UPLOAD_SHA256_HEADER = "X-Upload-Sha256"
@@ -290,6 +289,12 @@ class JobContext(WireStruct):
     limits_applied: list[str] = []
 
 
+class JobMoved(WireStruct):
+    """Answer to a farmhand's complete, fail or release: the job's state now."""
+
+    state: JobState
+
+
 class UploadStatus(WireStruct):
     """Answer to an output upload (``PUT``) or its status (``GET``): resume from ``received``."""
 
@@ -299,6 +304,9 @@ class UploadStatus(WireStruct):
 
 
 class FarmhandView(WireStruct):
+    """A farmhand as admins see it. ``token`` (its token's name) is who it is; ``name`` is what
+    it calls itself, for display."""
+
     name: str
     state: str
     online: bool
@@ -310,6 +318,7 @@ class FarmhandView(WireStruct):
     current_jobs: list[str] = []
     consecutive_failures: int = 0
     jobs_done: int = 0
+    token: str = ""
 
 
 class FarmhandAction(WireStruct):

@@ -2,5 +2,5 @@
 Server-Sent Events, with plain JavaScript and one hand-written stylesheet (no build step, no CDN).
 
 ``board.dashboard.routes.ROUTES`` are the handlers the app factory mounts. This module imports
-nothing, so ``board.http`` can use ``board.dashboard.csrf`` without an import cycle.
+nothing, so ``board.api.auth`` can use ``board.dashboard.csrf`` without an import cycle.
 """

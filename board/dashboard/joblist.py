@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from board.auth import Principal
 from board.dashboard.render import macro
 from board.dashboard.snapshot import Snapshot
 from board.dashboard.summary import FarmSummary, farm_summary
-from board.jobs import SORTS, list_jobs
+from board.domain.jobs import SORTS, list_jobs
+from board.domain.tokens import Principal
 from board.state import BoardState
 from wire import JobPage
 

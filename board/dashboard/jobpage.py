@@ -7,12 +7,13 @@ from dataclasses import dataclass
 
 import msgspec
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 
-from board.auth import Principal
 from board.dashboard.render import macro
 from board.dashboard.snapshot import Snapshot
-from board.jobs import get_job, job_history
-from board.models import jobs, media
+from board.domain.jobs import get_job, job_history
+from board.domain.tokens import Principal
+from board.infra.models import jobs, media
 from board.state import BoardState
 from timeline.spec import Compilation, Source
 from wire import AttemptView, JobEvent, JobView
@@ -58,29 +59,30 @@ class JobDetail:
         return found.duration_s if found else None
 
 
-async def _compilation(board: BoardState, job_id: str):
-    async with board.db.read() as conn:
-        row = (
-            await conn.execute(
-                select(jobs.c.compilation, jobs.c.submitter_id).where(jobs.c.id == job_id)
+def _read_compilation(conn: Connection, job_id: str):
+    row = conn.execute(
+        select(jobs.c.compilation, jobs.c.submitter_id).where(jobs.c.id == job_id)
+    ).first()
+    if row is None:
+        return None, {}
+    try:
+        compilation = msgspec.convert(row.compilation, Compilation)
+    except (msgspec.ValidationError, ValueError):
+        return None, {}  # written by an older board: the page still shows the rest
+    ids = {s.media for s in compilation.sources() if s.media}
+    found = {}
+    if ids:
+        rows = conn.execute(
+            select(media.c.id, media.c.filename, media.c.duration_s).where(
+                media.c.id.in_(ids), media.c.submitter_id == row.submitter_id
             )
-        ).first()
-        if row is None:
-            return None, {}
-        try:
-            compilation = msgspec.convert(row.compilation, Compilation)
-        except (msgspec.ValidationError, ValueError):
-            return None, {}  # written by an older board: the page still shows the rest
-        ids = {s.media for s in compilation.sources() if s.media}
-        found = {}
-        if ids:
-            rows = await conn.execute(
-                select(media.c.id, media.c.filename, media.c.duration_s).where(
-                    media.c.id.in_(ids), media.c.submitter_id == row.submitter_id
-                )
-            )
-            found = {r.id: MediaInfo(r.filename, r.duration_s) for r in rows}
+        )
+        found = {r.id: MediaInfo(r.filename, r.duration_s) for r in rows}
     return compilation, found
+
+
+async def _compilation(board: BoardState, job_id: str):
+    return await board.db.query(lambda conn: _read_compilation(conn, job_id))
 
 
 async def load_job_detail(

@@ -19,15 +19,15 @@ from litestar import Request, Response, get
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from board.auth import Principal, authenticate
+from board.api.auth import caller, requires
 from board.dashboard.joblist import JobListQuery, job_list_snapshot, load_job_list
 from board.dashboard.jobpage import job_snapshot, load_job_detail
 from board.dashboard.roster import load_roster, roster_snapshot
 from board.dashboard.session import DASHBOARD_ROLES, session_token
 from board.dashboard.snapshot import Snapshot
+from board.domain.tokens import Principal, authenticate
 from board.errors import BadRequest, NotFound
-from board.http import requires
-from board.notify import wait_armed
+from board.infra.notify import wait_armed
 from board.state import BoardState
 
 FALLBACK_S = 2.0
@@ -113,5 +113,5 @@ async def live_events(
 @get("/dashboard/session", opt=requires(*DASHBOARD_ROLES), include_in_schema=False)
 async def session_info(request: Request) -> dict:
     """Who the session is (the page's script asks after its stream was refused: 401 → sign in)."""
-    who: Principal = request.user
+    who: Principal = caller(request)
     return {"name": who.name, "role": who.role}

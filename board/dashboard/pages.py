@@ -9,6 +9,7 @@ from litestar import Controller, Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.params import Parameter
 
+from board.api.auth import caller, requires
 from board.dashboard.csrf import csrf_token
 from board.dashboard.joblist import JobListQuery, load_job_list
 from board.dashboard.jobpage import load_job_detail
@@ -16,7 +17,6 @@ from board.dashboard.render import html_page, render
 from board.dashboard.roster import load_roster
 from board.dashboard.session import DASHBOARD_ROLES, error_page, session_token, to_signin
 from board.errors import BoardError
-from board.http import requires
 from board.state import BoardState
 
 
@@ -24,7 +24,7 @@ def _page(request: Request, template: str, **context) -> Response:
     return html_page(
         render(
             template,
-            who=request.user,
+            who=caller(request),
             csrf=csrf_token(session_token(request)),
             path=request.url.path,
             **context,
@@ -53,16 +53,16 @@ class DashboardPages(Controller):
         page: str | None = None,
     ) -> Response:
         query = JobListQuery.parse(tab, sort, page)
-        view = await load_job_list(board, request.user, query)
+        view = await load_job_list(board, caller(request), query)
         return _page(request, "jobs.html", view=view, stream=query.stream_params())
 
     @get("/jobs/{job_id:str}")
     async def job(self, request: Request, board: BoardState, job_id: str) -> Response:
-        detail = await load_job_detail(board, request.user, job_id)
+        detail = await load_job_detail(board, caller(request), job_id)
         stream = f"view=job&job={detail.job.id}"
         return _page(request, "job.html", detail=detail, stream=stream)
 
     @get("/farmhands")
     async def farmhands(self, request: Request, board: BoardState) -> Response:
-        roster = await load_roster(board, request.user)
+        roster = await load_roster(board, caller(request))
         return _page(request, "farmhands.html", roster=roster, stream="view=farmhands")

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from board.auth import Principal
 from board.dashboard.render import macro
 from board.dashboard.snapshot import Snapshot
 from board.dashboard.summary import FarmSummary, farm_summary
-from board.farm import list_farmhands
-from board.models import jobs
+from board.domain.farmhands import list_farmhands
+from board.domain.tokens import Principal
+from board.infra.models import jobs
 from board.state import BoardState
 from wire import FarmhandView
 
@@ -73,27 +73,24 @@ async def load_roster(board: BoardState, who: Principal) -> Roster:
     ids = [job_id for v in views for job_id in v.current_jobs]
     held: dict[str, CurrentJob] = {}
     if ids:
-        async with board.db.read() as conn:
-            rows = await conn.execute(
-                select(
-                    jobs.c.id,
-                    jobs.c.title,
-                    jobs.c.state,
-                    jobs.c.stage,
-                    jobs.c.progress,
-                    jobs.c.submitter_id,
-                ).where(jobs.c.id.in_(ids))
+        query = select(
+            jobs.c.id,
+            jobs.c.title,
+            jobs.c.state,
+            jobs.c.stage,
+            jobs.c.progress,
+            jobs.c.submitter_id,
+        ).where(jobs.c.id.in_(ids))
+        for r in await board.db.query(lambda conn: conn.execute(query).all()):
+            visible = who.is_admin or r.submitter_id == who.submitter_id
+            held[r.id] = CurrentJob(
+                id=r.id,
+                title=r.title if visible else "",
+                state=r.state,
+                stage=r.stage,
+                progress=r.progress or 0.0,
+                visible=visible,
             )
-            for r in rows:
-                visible = who.is_admin or r.submitter_id == who.submitter_id
-                held[r.id] = CurrentJob(
-                    id=r.id,
-                    title=r.title if visible else "",
-                    state=r.state,
-                    stage=r.stage,
-                    progress=r.progress or 0.0,
-                    visible=visible,
-                )
     farmhands = [
         Farmhand(view=v, jobs=[held[j] for j in v.current_jobs if j in held]) for v in views
     ]
@@ -104,7 +101,7 @@ async def load_roster(board: BoardState, who: Principal) -> Roster:
 
 def roster_snapshot(roster: Roster) -> Snapshot:
     row = macro("_farmhands.html", "farmhand_row")
-    rows = [(f.view.name, str(row(f, roster.can_manage))) for f in roster.farmhands]
+    rows = [(f.view.token, str(row(f, roster.can_manage))) for f in roster.farmhands]
     if not rows:
         rows = [("empty", str(macro("_farmhands.html", "empty_row")()))]
     return Snapshot(

@@ -16,10 +16,10 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Redirect
 
-from board.auth import Principal, authenticate
+from board.api.auth import SESSION_COOKIE
 from board.dashboard.csrf import CSRF_FIELD, CSRF_HEADER, csrf_matches, csrf_token
 from board.dashboard.render import html_page, render
-from board.http import SESSION_COOKIE
+from board.domain.tokens import Principal, authenticate
 from board.state import BoardState
 
 SESSION_MAX_AGE_S = 30 * 24 * 3600  # an operator's laptop stays signed in for a month

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.engine import Connection
 
-from board.auth import Principal
-from board.models import farmhands, jobs, usage
+from board.domain.tokens import Principal
+from board.infra.models import farmhands, jobs, usage
 from board.state import BoardState
 from wire import JOB_STATES
 

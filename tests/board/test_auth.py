@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.board.actors import API, Farmhand, Lease, Submitter, make_token, new_lane
+from tests.board.actors import API, Farmhand, Lease, Submitter, new_lane
 from tests.harness import RunningBoard
 
 GUARD = "cannot use this route"  # the role guard's message
@@ -216,17 +216,3 @@ def test_a_leaked_lease_is_no_key_for_another_farmhand_token(world: World):
                           headers={"X-Lease-Token": world.lease.token})  # fmt: skip
     assert r.status_code == 404
     assert world.lease.heartbeat().status_code == 200  # the rightful holder is unaffected
-
-
-def test_a_farmhand_name_belongs_to_its_token(world: World):
-    owner = Farmhand(world.board)
-    assert owner.report_status().status_code == 200
-    token = make_token(world.board, "farmhand", f"impostor-{owner.name}")
-    impostor = Farmhand(world.board, name=owner.name, token=token)  # the owner's name
-    for r in (impostor.claim_response(), impostor.report_status()):
-        assert r.status_code == 403 and "belongs to another farmhand token" in r.json()["detail"]
-    assert owner.claim_response().status_code == 204  # the owner is unaffected
-    # Once the owner's token is revoked, the name may be enrolled again.
-    revoked = world.callers["admin"].delete(f"{API}/tokens/{owner.name}")
-    assert revoked.status_code == 204
-    assert impostor.report_status().status_code == 200

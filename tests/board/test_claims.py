@@ -39,7 +39,7 @@ def test_200_jobs_32_claimers_each_job_claimed_exactly_once(
     submitted = {item["job"]["id"] for item in r.json()["items"]}
     assert len(submitted) == 200
 
-    farmhands = [farmhand_in_lane() for _ in range(32)]
+    farmhands = [farmhand_in_lane(slots=64) for _ in range(32)]  # each may hold many
     start = threading.Barrier(32)
 
     def claim_until_empty(farmhand: Farmhand) -> list[str]:
@@ -87,7 +87,7 @@ def test_a_new_farmhand_may_say_hello_from_several_connections_at_once(
 def test_idle_claimer_gets_a_new_job_within_100_ms(submitter, farmhand_in_lane, media_dir):
     clip = submitter.upload(media_dir / "a.mp4")
     compilation = submitter.compilation(clip["id"])
-    farmhand = farmhand_in_lane()
+    farmhand = farmhand_in_lane(slots=8)  # it keeps every job it claims here
     submitter.submit_ok(compilation, priority=1)  # warm up both paths once
     farmhand.claim_ok()
 
@@ -125,7 +125,7 @@ def test_highest_priority_then_oldest_is_claimed_first(submitter, farmhand_in_la
     old = submitter.submit_ok(c, priority=3)
     new = submitter.submit_ok(c, priority=3)
     top = submitter.submit_ok(c, priority=9)
-    farmhand = farmhand_in_lane()
+    farmhand = farmhand_in_lane(slots=4)
     order = [farmhand.claim_ok().job_id for _ in range(4)]
     assert order == [top["id"], old["id"], new["id"], low["id"]]
 

@@ -289,7 +289,7 @@ def test_repeated_retryable_failures_quarantine_a_farmhand(
     clip = submitter.upload(media_dir / "a.mp4")
     c = submitter.compilation(clip["id"])
     jobs = [submitter.submit_ok(c) for _ in range(4)]
-    broken, healthy = farmhand_in_lane(), farmhand_in_lane()
+    broken, healthy = farmhand_in_lane(), farmhand_in_lane(slots=4)
     for n in range(3):  # BOARD_QUARANTINE_AFTER=3 on the shared board
         lease = broken.claim_ok()
         assert lease.fail(f"NVENC session failed ({n})").status_code == 200

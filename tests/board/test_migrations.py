@@ -15,8 +15,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from board.config import normalize_database_url
-from board.db import migration_engine
-from board.models import metadata
+from board.infra.db import migration_engine
+from board.infra.models import metadata
 from tests.harness import create_pg_database, drop_pg_database
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from board.storage import LocalStorage
+from board.infra.storage import LocalStorage
 
 
 async def test_a_second_append_to_an_upload_waits_for_the_first(tmp_path):

@@ -129,7 +129,7 @@ def test_a_farmhand_paused_from_the_page_stops_claiming_and_shows_why(
     farm.farmhand(board, "pc-blue", FARMHAND_WAIT_S="1", FARMHAND_TAGS="nvme")
     dash = open_dashboard(board, board.admin_token)
     page = dash.open("/farmhands")
-    rows = {name: page.locator(f"#fh-{name}") for name in ("pc-green", "pc-blue")}
+    rows = {name: page.locator(f'tr[data-name="{name}"]') for name in ("pc-green", "pc-blue")}
     for row in rows.values():
         expect(row.locator(".c-status .badge")).to_have_text("idle", timeout=30_000)
 
@@ -188,8 +188,8 @@ def test_user_supplied_strings_are_shown_as_text(farm, open_dashboard, media_dir
     expect(page.locator("h1.job-page-title")).to_have_text(XSS_TITLE)
     assert page.locator("#job-head img, #job-head script").count() == 0
     dash.open("/farmhands")
-    expect(page.locator(f"#fh-{name} .reason")).to_have_text(reason)
-    assert page.locator(f"#fh-{name} b, #fh-{name} script").count() == 0
+    expect(page.locator(f'tr[data-name="{name}"] .reason')).to_have_text(reason)
+    assert page.locator(f'tr[data-name="{name}"] b, tr[data-name="{name}"] script').count() == 0
     page.wait_for_timeout(500)  # an onerror handler would have fired by now
     assert dash.dialogs == []
 

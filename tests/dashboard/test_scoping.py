@@ -47,7 +47,7 @@ def test_a_submitter_gets_a_read_only_farm_without_others_job_titles(shared_boar
     assert r.status_code == 200 and r.json()["job_id"] == bob_job, r.text
     with signed_in(shared_board, alice_token) as alice:
         html = alice.get("/farmhands").text
-        assert f'id="fh-{name}"' in html
+        assert f'data-name="{name}"' in html
         assert "data-action" not in html  # no pause / resume / drain / revoke buttons
         assert "confidential" not in html and bob_job not in html
         assert "another submitter's job" in html

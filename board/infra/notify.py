@@ -1,8 +1,6 @@
 """Wake-ups: "there may be work" for long-polling claimers, "this job changed" for SSE streams.
-They are in-process; ``board.siblings`` carries them to the other worker processes of one
-``board serve --workers N``.
 
-Both are hints, never the source of truth: a woken claimer re-runs the claim query, an SSE stream
+They are in-process, and hints, never the source of truth: a woken claimer re-runs the claim query, an SSE stream
 re-reads the job. Claimers wait in a queue and are woken a few at a time — as many as there are
 new jobs — so one submit does not send a thousand idle farmhands to the database at once. What a
 hint can miss (a job submitted through a board on another host, a retry whose backoff ran out)
@@ -14,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Protocol
 
 
 class Signal:
@@ -82,67 +79,32 @@ class WaitQueue:
         self.wake(len(self._waiting))
 
 
-class Relay(Protocol):
-    """Where a feed copies its wake-ups for other processes (``board.siblings.Siblings``)."""
-
-    def job_changed(self, job_id: str) -> None: ...
-
-    def work_available(self, jobs: int) -> None: ...
-
-    def farm_changed(self, *, wake_all: bool) -> None: ...
-
-
 class JobFeed:
-    """Per-job change notifications plus a farm-wide one (the dashboard's live view). What
-    happens here is copied to ``relay`` when there is one (a worker with siblings); what a
-    sibling relays arrives with ``relay=False`` and goes no further."""
+    """Per-job change notifications plus a farm-wide one (the dashboard's live view)."""
 
     def __init__(self) -> None:
         self.work = WaitQueue()  # claimers waiting for a job to become claimable
         self.any_change = Signal()
-        self.relay: Relay | None = None
         self._jobs: dict[str, Signal] = {}
         self._listeners: dict[str, int] = {}
 
-    def job_changed(self, job_id: str, *, relay: bool = True) -> None:
+    def job_changed(self, job_id: str) -> None:
         signal = self._jobs.get(job_id)
         if signal is not None:
             signal.fire()
         self.any_change.fire()
-        if relay and self.relay is not None:
-            self.relay.job_changed(job_id)
 
-    def work_available(self, jobs: int = 1, *, relay: bool = True) -> None:
+    def work_available(self, jobs: int = 1) -> None:
         """``jobs`` became claimable (submitted, requeued, released, retried): wake as many
-        waiting claimers (here and, through the relay, in each sibling process)."""
+        waiting claimers."""
         self.work.wake(jobs)
-        if relay and self.relay is not None:
-            self.relay.work_available(jobs)
 
-    def farm_changed(self, *, wake_all: bool = False, relay: bool = True) -> None:
-        """Something farm-wide changed (a farmhand's state, a batch of jobs): the dashboard
-        re-reads; ``wake_all`` sends every waiting claimer to look again (a farmhand resumed)."""
+    def farm_changed(self, *, wake_all: bool = False) -> None:
+        """Something farm-wide changed (a farmhand's state): the dashboard re-reads;
+        ``wake_all`` sends every waiting claimer to look again (a farmhand resumed or revoked)."""
         self.any_change.fire()
         if wake_all:
             self.work.wake_all()
-        if relay and self.relay is not None:
-            self.relay.farm_changed(wake_all=wake_all)
-
-    def apply_relayed(
-        self, *, work: int, changed: bool, wake_all: bool, job_ids: list[str]
-    ) -> None:
-        """What a sibling worker relayed, applied here and relayed no further; the farm-wide
-        signal fires once for the whole hint."""
-        for job_id in job_ids:
-            signal = self._jobs.get(job_id)
-            if signal is not None:
-                signal.fire()
-        if work:
-            self.work.wake(work)
-        if wake_all:
-            self.work.wake_all()
-        if job_ids or changed or wake_all:
-            self.any_change.fire()
 
     async def wait_job(self, job_id: str, timeout: float) -> bool:
         signal = self._jobs.setdefault(job_id, Signal())

@@ -12,12 +12,13 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
-from board.db import Database, Prepared
 from board.errors import BadRequest, Conflict, NotFound
-from board.models import submitters, tokens
+from board.infra.db import Database
+from board.infra.models import farmhands, submitters, tokens
+from board.state import BoardState
 
 ROLES = ("admin", "submitter", "farmhand")
 
@@ -81,25 +82,39 @@ async def create_token(db: Database, *, role: str, name: str) -> str:
     return token
 
 
-async def revoke_token(db: Database, name: str) -> None:
+async def revoke_token(db: Database, name: str, *, reason: str = "") -> int:
+    """Revoke the token called ``name``: every request with it is refused from now on, on every
+    board process (each request reads its token). A farmhand token's farmhand shows as revoked.
+    Returns the token's id."""
+    now = time.time()
+
     def unit(conn: Connection) -> None:
-        result = conn.execute(
-            update(tokens)
-            .where(tokens.c.name == name, tokens.c.revoked_at.is_(None))
-            .values(revoked_at=time.time())
-        )
-        if result.rowcount == 0:
+        row = conn.execute(
+            select(tokens.c.id).where(tokens.c.name == name, tokens.c.revoked_at.is_(None))
+        ).first()
+        if row is None:
             raise NotFound(f"no active token named {name!r}")
+        conn.execute(update(tokens).where(tokens.c.id == row.id).values(revoked_at=now))
+        conn.execute(
+            update(farmhands)
+            .where(farmhands.c.token_id == row.id)
+            .values(state="revoked", state_reason=reason or f"its token {name!r} was revoked")
+        )
+        return row.id
 
-    await db.transact(unit)
+    return await db.transact(unit)
 
 
-# Built and compiled once: every request runs it.
-_SELECT_TOKEN = Prepared(
-    select(tokens.c.id, tokens.c.name, tokens.c.role, tokens.c.submitter_id).where(
-        tokens.c.token_hash == bindparam("b_hash"), tokens.c.revoked_at.is_(None)
-    )
-)
+async def revoke(board: BoardState, name: str, *, reason: str = "") -> None:
+    """``revoke_token`` on a running board: its long-polls waiting in this process look again
+    at once (and get no job), and its farmhand is read afresh at its next call."""
+    token_id = await revoke_token(board.db, name, reason=reason)
+    board.check_ins.pop(token_id, None)
+    board.online.at = 0.0
+    board.feed.farm_changed(wake_all=True)
+
+
+_SELECT_TOKEN = select(tokens.c.id, tokens.c.name, tokens.c.role, tokens.c.submitter_id)
 
 
 async def authenticate(db: Database, token: str) -> Principal | None:
@@ -110,10 +125,26 @@ async def authenticate(db: Database, token: str) -> Principal | None:
     digest = hash_token(token)
 
     def lookup(conn: Connection) -> Principal | None:
-        row = _SELECT_TOKEN.execute(conn, {"b_hash": digest}).fetchone()
+        row = conn.execute(
+            _SELECT_TOKEN.where(tokens.c.token_hash == digest, tokens.c.revoked_at.is_(None))
+        ).first()
         if row is None:
             return None
-        token_id, name, role, submitter_id = row
-        return Principal(token_id=token_id, name=name, role=role, submitter_id=submitter_id)
+        return Principal(
+            token_id=row.id, name=row.name, role=row.role, submitter_id=row.submitter_id
+        )
 
-    return await db.lookup(lookup)
+    return await db.query(lookup)
+
+
+async def still_valid(db: Database, who: Principal) -> bool:
+    """Whether ``who``'s token is still unrevoked: what a long answer (an event stream, a
+    long-poll) asks now and then, so a revoke ends it too."""
+
+    def lookup(conn: Connection) -> bool:
+        revoked = conn.execute(
+            select(tokens.c.revoked_at).where(tokens.c.id == who.token_id)
+        ).first()
+        return revoked is not None and revoked.revoked_at is None
+
+    return await db.query(lookup)

@@ -7,13 +7,22 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, Request, delete, get, post, put
 
-from board.api.responses import errors
-from board.auth import create_token, revoke_token
-from board.farm import list_farmhands, set_farmhand_state
-from board.http import requires
+from board.api.auth import caller, requires
+from board.api.openapi import errors, typed
+from board.domain.farmhands import list_farmhands, set_farmhand_state
+from board.domain.submitters import get_submitter, list_submitters, set_limits
+from board.domain.tokens import create_token, revoke
 from board.state import BoardState
-from board.submitters import get_submitter, list_submitters, set_limits
-from wire import API, FarmhandAction, FarmhandView, Limits, SubmitterView
+from wire import FarmhandAction, FarmhandView, Limits, SubmitterView
+from wire.routes import (
+    FARMHAND_ACTION,
+    FARMHANDS,
+    SUBMITTER,
+    SUBMITTER_LIMITS,
+    SUBMITTERS,
+    TOKEN,
+    TOKENS,
+)
 
 
 class TokenRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -30,12 +39,12 @@ class NewToken(msgspec.Struct):
 
 
 class AdminController(Controller):
-    path = API
+    path = "/"
     opt = requires("admin")
     tags = ["admin"]
 
     @post(
-        "/tokens",
+        typed(TOKENS),
         status_code=201,
         summary="Create a token (shown once)",
         responses=errors(400, 409, 413),
@@ -44,14 +53,12 @@ class AdminController(Controller):
         token = await create_token(board.db, role=data.role, name=data.name)
         return NewToken(name=data.name, role=data.role, token=token)
 
-    @delete(
-        "/tokens/{name:str}", status_code=204, summary="Revoke a token", responses=errors(400, 404)
-    )
+    @delete(typed(TOKEN), status_code=204, summary="Revoke a token", responses=errors(400, 404))
     async def revoke_token(self, board: BoardState, name: str) -> None:
-        await revoke_token(board.db, name)
+        await revoke(board, name)
 
     @get(
-        "/farmhands",
+        typed(FARMHANDS),
         summary="Every farmhand: online, state, capabilities, current jobs",
         responses=errors(),
     )
@@ -59,7 +66,7 @@ class AdminController(Controller):
         return await list_farmhands(board)
 
     @post(
-        "/farmhands/{name:str}/{action:str}",
+        typed(FARMHAND_ACTION),
         status_code=200,
         summary="pause | resume | drain | revoke a farmhand",
         responses=errors(400, 404, 413),
@@ -73,18 +80,18 @@ class AdminController(Controller):
         data: FarmhandAction | None = None,
     ) -> FarmhandView:
         reason = data.reason if data else ""
-        return await set_farmhand_state(board, name, action, reason=reason, by=request.user.name)
+        return await set_farmhand_state(board, name, action, reason=reason, by=caller(request).name)
 
-    @get("/submitters", summary="Submitters with their limits and usage", responses=errors())
+    @get(typed(SUBMITTERS), summary="Submitters with their limits and usage", responses=errors())
     async def submitters(self, board: BoardState) -> list[SubmitterView]:
         return await list_submitters(board)
 
-    @get("/submitters/{name:str}", summary="One submitter", responses=errors(400, 404))
+    @get(typed(SUBMITTER), summary="One submitter", responses=errors(400, 404))
     async def submitter(self, board: BoardState, name: str) -> SubmitterView:
         return await get_submitter(board, name)
 
     @put(
-        "/submitters/{name:str}/limits",
+        typed(SUBMITTER_LIMITS),
         status_code=200,
         summary="Set a submitter's limits",
         responses=errors(400, 404, 413),

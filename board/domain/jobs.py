@@ -13,25 +13,23 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from board.auth import Principal
-from board.db import savepoint
-from board.errors import BadRequest, BoardError, Conflict, NotFound
-from board.ids import new_id
-from board.lifecycle import held_job, record_event
-from board.limits import (
+from board.domain.lifecycle import Moved, announce, held_job, own_lease, record_event
+from board.domain.limits import (
     SubmitterLimits,
     apply_limits,
     check_clip_count,
     check_render_seconds,
     load_limits,
 )
-from board.models import attempts, farmhands, job_events, job_media, job_tags, jobs, media
+from board.domain.tokens import Principal
+from board.domain.views import job_select, job_view, to_dt
+from board.errors import BadRequest, BoardError, Conflict, NotFound
+from board.infra.ids import new_id
+from board.infra.models import attempts, farmhands, job_events, job_media, job_tags, jobs, media
 from board.state import BoardState
-from board.views import job_select, job_view, to_dt
 from timeline.plan import estimate_duration
 from timeline.spec import Compilation, Source
 from wire import (
-    API,
     AttemptView,
     BatchItem,
     BatchResult,
@@ -43,11 +41,11 @@ from wire import (
     Requirements,
     SubmitJob,
 )
+from wire.routes import JOB_UPLOAD, JOB_UPLOAD_THUMBNAIL, MEDIA_CONTENT, path
 
 PAGE_MAX = 500
-# Jobs per unit of work in a batch submit. A unit runs on the event loop (the SQLite writer's
-# thread): 100 kept the fleet benchmark's batch p99 at 69-71 ms where 25 gave 68-122 ms, with the
-# farmhands' routes unchanged (BENCHMARKS.md).
+# Jobs per unit of work in a batch submit: a unit holds the writer, and every claim and heartbeat
+# waits behind it (the figures are in BENCHMARKS.md, "Fleet").
 BATCH_CHUNK = 100
 
 
@@ -136,8 +134,7 @@ def _repeated(found: Any, job: SubmitJob) -> str:
     return found.id
 
 
-# One statement object for every insert (values come as parameters): building
-# ``insert(jobs).values(...)`` per job cost a fresh cache key each time, in the writer.
+# One statement for every insert, the values as parameters (an executemany per table).
 _INSERT_JOB = insert(jobs)
 _INSERT_TAGS = insert(job_tags)
 _INSERT_MEDIA = insert(job_media)
@@ -292,9 +289,7 @@ async def submit(board: BoardState, who: Principal, job: SubmitJob) -> tuple[Job
             raise
         job_id, created = _repeated(found, job), False
     if created:
-        board.feed.job_changed(job_id)
-        board.feed.work_available()
-        board.metrics.transition("queued")
+        announce(board, [Moved(job_id, "queued")])
     return await get_job(board, who, job_id), created
 
 
@@ -316,7 +311,7 @@ async def submit_batch(board: BoardState, who: Principal, batch: list[SubmitJob]
             """Validate and write ``part`` in a savepoint; what its write raised, if it failed
             (then nothing of it is written)."""
             try:
-                with savepoint(conn):
+                with conn.begin_nested():
                     answers, refused = _unit_at_once(board, conn, who, part, now, sub)
             except (IntegrityError, BoardError) as exc:
                 return exc
@@ -353,9 +348,7 @@ async def submit_batch(board: BoardState, who: Principal, batch: list[SubmitJob]
         items.append(BatchItem(index=index, status=201 if created else 200, job=views[job_id]))
     items.sort(key=lambda item: item.index)
     new = sum(1 for _, _, c in created_ids if c)
-    if new:
-        board.feed.work_available(new)
-        board.feed.farm_changed()
+    announce(board, [Moved(job_id, "queued") for _, job_id, created in created_ids if created])
     return BatchResult(
         items=items,
         created=new,
@@ -365,12 +358,11 @@ async def submit_batch(board: BoardState, who: Principal, batch: list[SubmitJob]
 
 
 async def _views(board: BoardState, ids: list[str]) -> dict[str, JobView]:
-    """The jobs a batch wrote, by primary key in one SELECT (``lookup``: on SQLite it runs on
-    the loop, which costs less than a reader thread's interpreter-lock hand-offs)."""
+    """The jobs a batch wrote, by primary key in one SELECT."""
     if not ids:
         return {}
     query = job_select().where(jobs.c.id.in_(ids))
-    rows = await board.db.lookup(lambda conn: conn.execute(query).all())
+    rows = await board.db.query(lambda conn: conn.execute(query).all())
     return {row.id: job_view(row) for row in rows}
 
 
@@ -380,18 +372,16 @@ def _visible(who: Principal, query):
 
 async def get_job(board: BoardState, who: Principal, job_id: str) -> JobView:
     """The job, if ``who`` may see it (its submitter or an admin; others get 404)."""
-    async with board.db.read() as conn:
-        row = (await conn.execute(_visible(who, job_select().where(jobs.c.id == job_id)))).first()
+    query = _visible(who, job_select().where(jobs.c.id == job_id))
+    row = await board.db.query(lambda conn: conn.execute(query).first())
     if row is None:
         raise NotFound(f"no job {job_id}")
     return job_view(row)
 
 
 async def check_owner(board: BoardState, who: Principal, job_id: str) -> None:
-    async with board.db.read() as conn:
-        found = (
-            await conn.execute(_visible(who, select(jobs.c.id).where(jobs.c.id == job_id)))
-        ).first()
+    query = _visible(who, select(jobs.c.id).where(jobs.c.id == job_id))
+    found = await board.db.query(lambda conn: conn.execute(query).first())
     if found is None:
         raise NotFound(f"no job {job_id}")
 
@@ -428,11 +418,12 @@ async def list_jobs(
     if state:
         query = query.where(jobs.c.state.in_(state))
         count = count.where(jobs.c.state.in_(state))
-    async with board.db.read() as conn:
-        total = (await conn.execute(count)).scalar()
-        rows = (
-            await conn.execute(query.order_by(order, jobs.c.id.desc()).limit(limit).offset(offset))
-        ).all()
+    page = query.order_by(order, jobs.c.id.desc()).limit(limit).offset(offset)
+
+    def read(conn: Connection) -> tuple[int, list]:
+        return conn.execute(count).scalar(), conn.execute(page).all()
+
+    total, rows = await board.db.query(read)
     return JobPage(items=[job_view(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
@@ -440,22 +431,20 @@ async def job_history(
     board: BoardState, who: Principal, job_id: str
 ) -> tuple[list[JobEvent], list[AttemptView]]:
     await check_owner(board, who, job_id)
-    async with board.db.read() as conn:
-        events = (
-            await conn.execute(
-                select(job_events).where(job_events.c.job_id == job_id).order_by(job_events.c.id)
-            )
+
+    def read(conn: Connection) -> tuple[list, list]:
+        events = conn.execute(
+            select(job_events).where(job_events.c.job_id == job_id).order_by(job_events.c.id)
         ).all()
-        tries = (
-            await conn.execute(
-                select(attempts, farmhands.c.name.label("farmhand_name"))
-                .select_from(
-                    attempts.outerjoin(farmhands, farmhands.c.id == attempts.c.farmhand_id)
-                )
-                .where(attempts.c.job_id == job_id)
-                .order_by(attempts.c.id)
-            )
+        tries = conn.execute(
+            select(attempts, farmhands.c.name.label("farmhand_name"))
+            .select_from(attempts.outerjoin(farmhands, farmhands.c.id == attempts.c.farmhand_id))
+            .where(attempts.c.job_id == job_id)
+            .order_by(attempts.c.id)
         ).all()
+        return events, tries
+
+    events, tries = await board.db.query(read)
     return (
         [
             JobEvent(
@@ -483,36 +472,34 @@ async def job_history(
     )
 
 
-async def job_context(board: BoardState, job_id: str, lease_token: str) -> JobContext:
+async def job_context(
+    board: BoardState, job_id: str, lease_token: str, who: Principal
+) -> JobContext:
     """Everything a farmhand needs to render the job it holds, limits applied."""
-    async with board.db.read() as conn:
-        held = await conn.run_sync(held_job, job_id, lease_token)
-        row = (
-            await conn.execute(
-                select(jobs.c.title, jobs.c.compilation, jobs.c.requirements).where(
-                    jobs.c.id == job_id
-                )
-            )
-        ).first()
-        sub = await conn.run_sync(load_limits, held.submitter_id)
-        compilation = msgspec.convert(row.compilation, Compilation)
-        capped, notes = apply_limits(compilation, sub.limits)
+    own_lease(who, job_id, lease_token)
+
+    def read(conn: Connection):
+        held = held_job(conn, job_id, lease_token)
+        row = conn.execute(
+            select(jobs.c.title, jobs.c.compilation, jobs.c.requirements).where(jobs.c.id == job_id)
+        ).one()
+        sub = load_limits(conn, held.submitter_id)
+        capped, notes = apply_limits(msgspec.convert(row.compilation, Compilation), sub.limits)
         ids = {s.media for s in capped.sources() if s.media}
-        found = (
-            (
-                await conn.execute(
-                    select(media.c.id, media.c.size, media.c.sha256, media.c.filename).where(
-                        media.c.id.in_(ids)
-                    )
+        found = []
+        if ids:
+            found = conn.execute(
+                select(media.c.id, media.c.size, media.c.sha256, media.c.filename).where(
+                    media.c.id.in_(ids)
                 )
             ).all()
-            if ids
-            else []
-        )
+        return held, row, capped, notes, ids, found
+
+    held, row, capped, notes, ids, found = await board.db.query(read)
     refs = {
         m.id: MediaRef(
             id=m.id,
-            url=f"{API}/media/{m.id}/content",
+            url=path(MEDIA_CONTENT, media_id=m.id),
             size=m.size,
             sha256=m.sha256,
             filename=m.filename,
@@ -528,8 +515,8 @@ async def job_context(board: BoardState, job_id: str, lease_token: str) -> JobCo
         compilation=capped,
         requirements=msgspec.convert(row.requirements, Requirements),
         media=refs,
-        output_url=f"{API}/farmhand/jobs/{job_id}/output",
-        thumbnail_url=f"{API}/farmhand/jobs/{job_id}/thumbnail",
+        output_url=path(JOB_UPLOAD, job_id=job_id),
+        thumbnail_url=path(JOB_UPLOAD_THUMBNAIL, job_id=job_id),
         attempt=held.attempts,
         heartbeat_interval_s=board.config.heartbeat_s,
         limits_applied=notes,

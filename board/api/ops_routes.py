@@ -7,22 +7,25 @@ import time
 
 from litestar import Response, get
 from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 
-from board.api.responses import errors
-from board.models import farmhands, jobs
+from board.api.openapi import errors
+from board.infra.models import farmhands, jobs
 from board.state import BoardState
+from wire import JOB_STATES
+from wire.routes import HEALTH, METRICS, READY
 
 OPEN = {"exclude_from_auth": True}
 NO_TOKEN: list = [{}]  # the schema's way to say "no token needed"
 
 
-@get("/health", opt=OPEN, security=NO_TOKEN, tags=["ops"], summary="The board process is up")
+@get(HEALTH, opt=OPEN, security=NO_TOKEN, tags=["ops"], summary="The board process is up")
 async def health() -> dict:
     return {"status": "ok"}
 
 
 @get(
-    "/ready",
+    READY,
     opt=OPEN,
     security=NO_TOKEN,
     tags=["ops"],
@@ -40,7 +43,7 @@ async def ready(board: BoardState) -> Response:
 
 
 @get(
-    "/metrics",
+    METRICS,
     opt=OPEN,
     security=NO_TOKEN,
     tags=["ops"],
@@ -48,26 +51,22 @@ async def ready(board: BoardState) -> Response:
     summary="Prometheus metrics",
 )
 async def metrics(board: BoardState) -> str:
-    now = time.time()
-    async with board.db.read() as conn:
+    since = time.time() - board.config.lease_s
+
+    def read(conn: Connection) -> tuple[dict, dict, int]:
         by_state = dict(
-            (await conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state))).all()
+            conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
         )
         fh_states = dict(
-            (
-                await conn.execute(
-                    select(farmhands.c.state, func.count()).group_by(farmhands.c.state)
-                )
-            ).all()
+            conn.execute(select(farmhands.c.state, func.count()).group_by(farmhands.c.state)).all()
         )
-        online = (
-            await conn.execute(
-                select(func.count())
-                .select_from(farmhands)
-                .where(farmhands.c.last_seen_at > now - board.config.lease_s)
-            )
+        online = conn.execute(
+            select(func.count()).select_from(farmhands).where(farmhands.c.last_seen_at > since)
         ).scalar()
-    for state in ("queued", "claimed", "running", "succeeded", "failed", "cancelled"):
+        return by_state, fh_states, online
+
+    by_state, fh_states, online = await board.db.query(read)
+    for state in JOB_STATES:
         by_state.setdefault(state, 0)
     return board.metrics.render(
         jobs_by_state=by_state, farmhands_online=online, farmhands_by_state=fh_states

@@ -8,8 +8,9 @@ from typing import Any
 import msgspec
 from sqlalchemy import select
 
-from board.models import farmhands, jobs, outputs, submitters
-from wire import API, Capabilities, FarmhandView, JobView, MediaView, OutputInfo, Requirements
+from board.infra.models import farmhands, jobs, outputs, submitters
+from wire import Capabilities, FarmhandView, JobView, MediaView, OutputInfo, Requirements
+from wire.routes import JOB_OUTPUT, JOB_THUMBNAIL, MEDIA_CONTENT, path
 
 
 def to_dt(epoch: float | None) -> datetime | None:
@@ -44,8 +45,8 @@ def job_view(row: Any) -> JobView:
             duration_s=row.out_duration_s,
             width=row.out_width,
             height=row.out_height,
-            url=f"{API}/jobs/{row.id}/output",
-            thumbnail_url=f"{API}/jobs/{row.id}/thumbnail" if row.out_thumbnail_key else None,
+            url=path(JOB_OUTPUT, job_id=row.id),
+            thumbnail_url=path(JOB_THUMBNAIL, job_id=row.id) if row.out_thumbnail_key else None,
         )
     return JobView(
         id=row.id,
@@ -88,7 +89,7 @@ def media_view(row: Any) -> MediaView:
         has_video=bool(info.get("has_video")),
         has_audio=bool(info.get("has_audio")),
         image=bool(info.get("image")),
-        url=f"{API}/media/{get('id')}/content",
+        url=path(MEDIA_CONTENT, media_id=get("id")),
     )
 
 
@@ -106,4 +107,5 @@ def farmhand_view(row: Any, *, now: float, lease_s: float, current_jobs: list[st
         current_jobs=current_jobs,
         consecutive_failures=row.consecutive_failures,
         jobs_done=row.jobs_done,
+        token=row.token_name or "",
     )

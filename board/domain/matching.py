@@ -1,6 +1,6 @@
 """What a farmhand can do, read from its verified capabilities, in the terms jobs ask for.
 
-Pure functions: the claim query (``board.claims``) turns a ``Skills`` into SQL predicates;
+Pure functions: the claim query (``board.domain.claims``) turns a ``Skills`` into SQL predicates;
 ``can_take`` answers the same question in Python for one job (is there someone else who could
 take the job a farmhand failed?).
 """
@@ -11,8 +11,6 @@ from dataclasses import dataclass
 
 from timeline.encoders import ENCODERS
 from wire import Capabilities
-
-CODECS = ("h264", "hevc", "av1")
 
 
 @dataclass(frozen=True)

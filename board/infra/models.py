@@ -59,12 +59,16 @@ tokens = Table(
     Column("revoked_at", Float),
 )
 
+# A farmhand is its token (docs/architecture.md, "Farmhands"): one row per farmhand token, holding
+# everything the board decides about it (state, failures, the jobs it failed, its slots through
+# the jobs it holds). ``name`` is what the farmhand calls itself, for display only; rows without
+# a token are farmhands from before identity was the token, kept for the history that names them.
 farmhands = Table(
     "farmhands",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("name", String(100), nullable=False, unique=True),
-    Column("token_id", Integer, ForeignKey("tokens.id")),
+    Column("name", String(100), nullable=False),
+    Column("token_id", Integer, ForeignKey("tokens.id"), unique=True),
     Column("capabilities", JSON),
     # admin state: active | paused | draining | quarantined | revoked
     Column("state", String(16), nullable=False, default="active"),

@@ -1,6 +1,6 @@
 """The janitor: removes the files that dead leases left in storage.
 
-An output upload is written under a per-lease name (``board.outputs``) and becomes the job's
+An output upload is written under a per-lease name (``board.domain.outputs``) and becomes the job's
 output only when ``complete`` commits it. A lease that ends any other way — expired, stalled,
 failed, released, cancelled — leaves its partial or staged file behind, and nothing will ever
 serve it. Each pass lists the upload files *first* and only then reads which leases are alive and
@@ -17,12 +17,12 @@ from collections import defaultdict
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from board.models import jobs, outputs
-from board.outputs import lease_tag, upload_owner
+from board.domain.outputs import lease_tag, upload_owner
+from board.infra.models import jobs, outputs
 from board.state import BoardState
 from wire import ACTIVE_STATES
 
-log = logging.getLogger("board.janitor")
+log = logging.getLogger("board.domain.janitor")
 
 
 def _upload_files(board: BoardState) -> dict[str, list[tuple[str, str]]]:

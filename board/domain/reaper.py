@@ -7,7 +7,7 @@
   Fetching and uploading are not watched: a slow link is not a hung render.
 
 Every board process runs one; the fenced update in ``lifecycle.requeue_lost`` makes concurrent
-reapers harmless. The same loop runs the janitor (``board.janitor``) now and then.
+reapers harmless (several board hosts on one PostgreSQL). The same loop runs the janitor (``board.domain.janitor``) now and then.
 """
 
 from __future__ import annotations
@@ -19,45 +19,37 @@ import time
 from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.engine import Connection
 
-from board.janitor import sweep_dead_uploads
-from board.lifecycle import TRANSFER_STAGES, requeue_lost
-from board.models import jobs
+from board.domain.janitor import sweep_dead_uploads
+from board.domain.lifecycle import TRANSFER_STAGES, Moved, announce, requeue_lost
+from board.infra.models import jobs
 from board.state import BoardState
+from wire import ACTIVE_STATES
 
-log = logging.getLogger("board.reaper")
+log = logging.getLogger("board.domain.reaper")
 BATCH = 100
 
 
 async def reap_expired_leases(board: BoardState) -> int:
     """One pass: requeue (or fail) every expired or stalled job. Returns how many moved."""
     now = time.time()
-    expired = and_(jobs.c.state.in_(("claimed", "running")), jobs.c.lease_expires_at < now)
+    expired = and_(jobs.c.state.in_(ACTIVE_STATES), jobs.c.lease_expires_at < now)
     stalled = and_(
         jobs.c.state == "running",
         jobs.c.progress_at < now - board.config.stall_s,
         or_(jobs.c.stage.is_(None), jobs.c.stage.not_in(TRANSFER_STAGES)),
     )
     query = (
-        select(
-            jobs.c.id,
-            jobs.c.state,
-            jobs.c.lease_token,
-            jobs.c.attempts,
-            jobs.c.max_attempts,
-            jobs.c.farmhand_id,
-            jobs.c.lease_expires_at,
-        )
+        select(jobs.c.id, jobs.c.lease_token, jobs.c.lease_expires_at)
         .where(or_(expired, stalled))
         .limit(BATCH)
     )
-    async with board.db.read() as conn:
-        candidates = (await conn.execute(query)).all()
+    candidates = await board.db.query(lambda conn: conn.execute(query).all())
     if not candidates:
         return 0
-    moved: list[tuple[str, str]] = []
     quarantine_after = board.config.quarantine_after
 
-    def unit(conn: Connection) -> None:
+    def unit(conn: Connection) -> list[Moved]:
+        moved = []
         for job in candidates:
             if job.lease_expires_at is not None and job.lease_expires_at < now:
                 outcome, why = "lost", "lease expired: the farmhand stopped sending heartbeats"
@@ -67,16 +59,14 @@ async def reap_expired_leases(board: BoardState) -> int:
             to_state = requeue_lost(
                 conn, job, quarantine_after=quarantine_after, outcome=outcome, why=why, now=now
             )
-            moved.append((job.id, to_state))
+            if to_state is not None:
+                moved.append(Moved(job.id, to_state))
+        return moved
 
-    await board.db.transact(unit)
-    for job_id, to_state in moved:
-        board.feed.job_changed(job_id)
-        board.metrics.transition(to_state)
-        log.info("job %s: lease lost, now %s", job_id, to_state)
-    requeued = sum(1 for _, state in moved if state == "queued")
-    if requeued:
-        board.feed.work_available(requeued)
+    moved = await board.db.transact(unit)
+    announce(board, moved)
+    for move in moved:
+        log.info("job %s: lease lost, now %s", move.job_id, move.to_state)
     return len(moved)
 
 
@@ -96,8 +86,8 @@ async def nudge_waiting_claimers(board: BoardState) -> None:
         return
     now = time.time()
     claimable = await board.db.query(lambda conn: conn.execute(CLAIMABLE, {"now": now}).scalar())
-    if claimable:  # every process runs this for its own claimers: nothing to relay
-        board.feed.work_available(claimable, relay=False)
+    if claimable:
+        board.feed.work_available(claimable)
 
 
 async def run_reaper(board: BoardState) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from board.errors import BadRequest, Forbidden
-from board.models import jobs, media, outputs, submitters, usage
+from board.infra.models import jobs, media, outputs, submitters, usage
 from timeline.spec import Compilation, Watermark
 from wire import Limits
 

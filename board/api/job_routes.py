@@ -1,4 +1,5 @@
-"""Routes for submitters (and admins): jobs and media. Parse → service → shape the answer."""
+"""Routes for submitters (and admins) about jobs: submit, read, follow, cancel, retry, download.
+Parse → service → answer."""
 
 from __future__ import annotations
 
@@ -8,30 +9,40 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.params import HeaderParameter, Parameter
+from litestar.params import Parameter
 from litestar.response import ServerSentEvent
 
-from board import jobs as job_service
-from board import lifecycle
-from board.api.responses import LeaseHeader, RangeHeader, also, errors
-from board.auth import Principal
+from board.api.auth import caller, requires
+from board.api.http import ranged_file
+from board.api.openapi import RangeHeader, also, errors, typed
+from board.domain import jobs as job_service
+from board.domain import lifecycle
+from board.domain.outputs import output_location
+from board.domain.tokens import Principal, still_valid
 from board.errors import BadRequest, NotFound
-from board.http import body_chunks, ranged_file, requires
-from board.media import get_media, media_for_farmhand, upload_media
-from board.outputs import output_location
 from board.state import BoardState
-from board.views import media_view
 from wire import (
-    API,
+    FINAL_STATES,
     JOB_STATES,
     AttemptView,
     BatchResult,
     JobEvent,
     JobPage,
     JobView,
-    MediaView,
     SubmitBatch,
     SubmitJob,
+)
+from wire.routes import (
+    JOB,
+    JOB_CANCEL,
+    JOB_EVENTS,
+    JOB_HISTORY,
+    JOB_OUTPUT,
+    JOB_PRIORITY,
+    JOB_RETRY,
+    JOB_THUMBNAIL,
+    JOBS,
+    JOBS_BATCH,
 )
 
 
@@ -45,12 +56,12 @@ class PriorityChange(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class JobsController(Controller):
-    path = f"{API}/jobs"
+    path = "/"
     opt = requires("submitter")
     tags = ["jobs"]
 
     @post(
-        "/",
+        typed(JOBS),
         status_code=201,
         summary="Submit a render job",
         responses={
@@ -61,11 +72,11 @@ class JobsController(Controller):
     async def submit(
         self, request: Request, board: BoardState, data: SubmitJob
     ) -> Response[JobView]:
-        view, created = await job_service.submit(board, request.user, data)
+        view, created = await job_service.submit(board, caller(request), data)
         return Response(view, status_code=201 if created else 200)
 
     @post(
-        "/batch",
+        typed(JOBS_BATCH),
         status_code=200,
         summary="Submit many jobs, each answered on its own",
         responses=errors(400, 413),
@@ -73,9 +84,9 @@ class JobsController(Controller):
     async def submit_batch(
         self, request: Request, board: BoardState, data: SubmitBatch
     ) -> BatchResult:
-        return await job_service.submit_batch(board, request.user, data.jobs)
+        return await job_service.submit_batch(board, caller(request), data.jobs)
 
-    @get("/", summary="List jobs (yours; all for admins)", responses=errors(400))
+    @get(typed(JOBS), summary="List jobs (yours; all for admins)", responses=errors(400))
     async def list_jobs(
         self,
         request: Request,
@@ -89,57 +100,57 @@ class JobsController(Controller):
             if s not in JOB_STATES:
                 raise BadRequest(f"unknown state {s!r}; use one of {', '.join(JOB_STATES)}")
         return await job_service.list_jobs(
-            board, request.user, state=states, limit=limit, offset=offset, sort=sort
+            board, caller(request), state=states, limit=limit, offset=offset, sort=sort
         )
 
-    @get("/{job_id:str}", summary="One job", responses=errors(400, 404))
+    @get(typed(JOB), summary="One job", responses=errors(400, 404))
     async def get_job(self, request: Request, board: BoardState, job_id: str) -> JobView:
-        return await job_service.get_job(board, request.user, job_id)
+        return await job_service.get_job(board, caller(request), job_id)
 
     @get(
-        "/{job_id:str}/history",
+        typed(JOB_HISTORY),
         summary="A job's events and attempts",
         responses=errors(400, 404),
     )
     async def history(self, request: Request, board: BoardState, job_id: str) -> JobHistory:
-        events, tries = await job_service.job_history(board, request.user, job_id)
+        events, tries = await job_service.job_history(board, caller(request), job_id)
         return JobHistory(events=events, attempts=tries)
 
     @get(
-        "/{job_id:str}/events",
+        typed(JOB_EVENTS),
         summary="Live job updates (Server-Sent Events)",
         media_type="text/event-stream",
         responses=errors(400, 404),
     )
     async def events(self, request: Request, board: BoardState, job_id: str) -> ServerSentEvent:
-        who: Principal = request.user
+        who: Principal = caller(request)
         first = await job_service.get_job(board, who, job_id)
         return ServerSentEvent(_job_stream(board, who, job_id, first), event_type="job")
 
     @post(
-        "/{job_id:str}/cancel",
+        typed(JOB_CANCEL),
         status_code=200,
         summary="Cancel a job",
         responses=errors(400, 404, 409),
     )
     async def cancel(self, request: Request, board: BoardState, job_id: str) -> JobView:
-        await job_service.check_owner(board, request.user, job_id)
-        await lifecycle.cancel(board, job_id, by=request.user.name)
-        return await job_service.get_job(board, request.user, job_id)
+        await job_service.check_owner(board, caller(request), job_id)
+        await lifecycle.cancel(board, job_id, by=caller(request).name)
+        return await job_service.get_job(board, caller(request), job_id)
 
     @post(
-        "/{job_id:str}/retry",
+        typed(JOB_RETRY),
         status_code=200,
         summary="Retry a failed or cancelled job",
         responses=errors(400, 404, 409),
     )
     async def retry(self, request: Request, board: BoardState, job_id: str) -> JobView:
-        await job_service.check_owner(board, request.user, job_id)
-        await lifecycle.retry(board, job_id, by=request.user.name)
-        return await job_service.get_job(board, request.user, job_id)
+        await job_service.check_owner(board, caller(request), job_id)
+        await lifecycle.retry(board, job_id, by=caller(request).name)
+        return await job_service.get_job(board, caller(request), job_id)
 
     @post(
-        "/{job_id:str}/priority",
+        typed(JOB_PRIORITY),
         status_code=200,
         summary="Change a job's priority",
         responses=errors(400, 404, 409, 413),
@@ -147,12 +158,12 @@ class JobsController(Controller):
     async def priority(
         self, request: Request, board: BoardState, job_id: str, data: PriorityChange
     ) -> JobView:
-        await job_service.check_owner(board, request.user, job_id)
-        await lifecycle.set_priority(board, job_id, data.priority, by=request.user.name)
-        return await job_service.get_job(board, request.user, job_id)
+        await job_service.check_owner(board, caller(request), job_id)
+        await lifecycle.set_priority(board, job_id, data.priority, by=caller(request).name)
+        return await job_service.get_job(board, caller(request), job_id)
 
     @get(
-        "/{job_id:str}/output",
+        typed(JOB_OUTPUT),
         summary="The rendered video (HTTP Range supported)",
         media_type="video/mp4",
         responses={
@@ -163,7 +174,7 @@ class JobsController(Controller):
     async def output(
         self, request: Request, board: BoardState, job_id: str, range_: RangeHeader = None
     ) -> Response:
-        await job_service.check_owner(board, request.user, job_id)
+        await job_service.check_owner(board, caller(request), job_id)
         key, _, size = await output_location(board, job_id)
         if not key:
             raise NotFound(f"job {job_id} has no output (yet)")
@@ -177,28 +188,35 @@ class JobsController(Controller):
         )
 
     @get(
-        "/{job_id:str}/thumbnail",
+        typed(JOB_THUMBNAIL),
         summary="A still of the rendered video",
         media_type="image/jpeg",
         responses=errors(400, 404),
     )
     async def thumbnail(self, request: Request, board: BoardState, job_id: str) -> Response:
-        await job_service.check_owner(board, request.user, job_id)
+        await job_service.check_owner(board, caller(request), job_id)
         _, thumb, _ = await output_location(board, job_id)
         if not thumb or not board.storage.exists(thumb):
             raise NotFound(f"job {job_id} has no thumbnail")
         return ranged_file(board, thumb, board.storage.size(thumb), None, media_type="image/jpeg")
 
 
+# How often a job's event stream reads the job even without a change here (one made by another
+# board process) and checks its token is still good: a revoke ends the stream within this.
+RECHECK_S = 2.0
+
+
 async def _job_stream(
     board: BoardState, who: Principal, job_id: str, first: JobView
 ) -> AsyncIterator[str]:
     """Send the job now and at every change; a change made by another board process is seen by
-    the periodic re-read. Ends after a final state."""
+    the periodic re-read. Ends after a final state, or when the caller's token is revoked."""
     last = msgspec.json.encode(first)
     yield last.decode()
-    while first.state not in ("succeeded", "failed", "cancelled"):
-        await board.feed.wait_job(job_id, 2.0)
+    while first.state not in FINAL_STATES:
+        await board.feed.wait_job(job_id, RECHECK_S)
+        if not await still_valid(board.db, who):
+            return  # the token was revoked: the stream ends with it
         try:
             first = await job_service.get_job(board, who, job_id)
         except NotFound:
@@ -208,79 +226,3 @@ async def _job_stream(
             last = now
             yield now.decode()
     await asyncio.sleep(0)
-
-
-class MediaController(Controller):
-    path = f"{API}/media"
-    tags = ["media"]
-
-    @post(
-        "/",
-        status_code=201,
-        opt=requires("submitter"),
-        request_max_body_size=None,
-        summary="Upload media (raw body; ?filename=…)",
-        responses={
-            **errors(400, 413, 507),
-            **also(200, MediaView, "The same bytes were uploaded before: that media"),
-        },
-    )
-    async def upload(
-        self,
-        request: Request,
-        board: BoardState,
-        filename: str | None = None,
-        x_filename: Annotated[str | None, HeaderParameter(name="x-filename")] = None,
-    ) -> Response[MediaView]:
-        name = filename or x_filename
-        view, created = await upload_media(
-            board,
-            request.user,
-            body_chunks(request),
-            filename=name,
-            declared_size=request.content_length,
-        )
-        return Response(view, status_code=201 if created else 200)
-
-    @get(
-        "/{media_id:str}",
-        opt=requires("submitter"),
-        summary="One media's details",
-        responses=errors(400, 404),
-    )
-    async def describe(self, request: Request, board: BoardState, media_id: str) -> MediaView:
-        return media_view(await get_media(board, request.user, media_id))
-
-    @get(
-        "/{media_id:str}/content",
-        opt=requires("submitter", "farmhand"),
-        summary="Download media (owner, or the farmhand holding a job that uses it)",
-        media_type="application/octet-stream",
-        responses={
-            **errors(400, 404, 416),
-            **also(206, bytes, "The byte range asked for", "application/octet-stream"),
-        },
-    )
-    async def content(
-        self,
-        request: Request,
-        board: BoardState,
-        media_id: str,
-        lease: LeaseHeader = None,
-        range_: RangeHeader = None,
-    ) -> Response:
-        who: Principal = request.user
-        if who.role == "farmhand":
-            if lease and not lifecycle.lease_issued_to(lease, who.token_id):
-                raise NotFound(f"no media {media_id} for the job this lease holds")
-            row = await media_for_farmhand(board, media_id, lease)
-        else:
-            row = await get_media(board, who, media_id)
-        return ranged_file(
-            board,
-            row.storage_key,
-            row.size,
-            range_,
-            media_type="application/octet-stream",
-            filename=row.filename,
-        )

@@ -8,42 +8,43 @@ import msgspec
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
+from board.domain.limits import load_limits, month_of, storage_used
 from board.errors import BadRequest, NotFound
-from board.limits import load_limits, month_of, storage_used
-from board.models import media, submitters, usage
+from board.infra.models import media, submitters, usage
 from board.state import BoardState
 from wire import Limits, SubmitterView
 
 
-async def get_submitter(board: BoardState, name: str) -> SubmitterView:
-    now = time.time()
-    async with board.db.read() as conn:
-        row = (await conn.execute(select(submitters.c.id).where(submitters.c.name == name))).first()
-        if row is None:
-            raise NotFound(f"no submitter named {name!r}")
-        sub = await conn.run_sync(load_limits, row.id)
-        month = month_of(now)
-        used = (
-            await conn.execute(
-                select(func.coalesce(func.sum(usage.c.render_seconds), 0.0)).where(
-                    usage.c.submitter_id == row.id, usage.c.month == month
-                )
-            )
-        ).scalar()
-        stored = await conn.run_sync(storage_used, row.id)
+def _submitter_view(conn: Connection, name: str, now: float) -> SubmitterView:
+    row = conn.execute(select(submitters.c.id).where(submitters.c.name == name)).first()
+    if row is None:
+        raise NotFound(f"no submitter named {name!r}")
+    used = conn.execute(
+        select(func.coalesce(func.sum(usage.c.render_seconds), 0.0)).where(
+            usage.c.submitter_id == row.id, usage.c.month == month_of(now)
+        )
+    ).scalar()
     return SubmitterView(
-        name=name, limits=sub.limits, render_seconds_this_month=float(used), storage_bytes=stored
+        name=name,
+        limits=load_limits(conn, row.id).limits,
+        render_seconds_this_month=float(used),
+        storage_bytes=storage_used(conn, row.id),
     )
 
 
+async def get_submitter(board: BoardState, name: str) -> SubmitterView:
+    now = time.time()
+    return await board.db.query(lambda conn: _submitter_view(conn, name, now))
+
+
 async def list_submitters(board: BoardState) -> list[SubmitterView]:
-    async with board.db.read() as conn:
-        names = (
-            (await conn.execute(select(submitters.c.name).order_by(submitters.c.name)))
-            .scalars()
-            .all()
-        )
-    return [await get_submitter(board, name) for name in names]
+    now = time.time()
+
+    def read(conn: Connection) -> list[SubmitterView]:
+        names = conn.execute(select(submitters.c.name).order_by(submitters.c.name)).scalars()
+        return [_submitter_view(conn, name, now) for name in names.all()]
+
+    return await board.db.query(read)
 
 
 INT32_MAX = 2**31 - 1

@@ -20,13 +20,14 @@ from collections.abc import AsyncIterable
 
 from sqlalchemy import select
 
-from board.errors import BadRequest, Conflict, LeaseLost, RangeNotSatisfiable
-from board.lifecycle import complete, held_job
-from board.models import jobs, outputs
+from board.domain.lifecycle import complete, fence
+from board.domain.tokens import Principal
+from board.errors import BadRequest, Conflict, RangeNotSatisfiable, lease_lost
+from board.infra.models import jobs, outputs
+from board.infra.storage import SMALL
 from board.state import BoardState
-from board.storage import SMALL
 from timeline.mp4info import Mp4Error, read_mp4
-from wire import Complete, UploadStatus
+from wire import LEASE_HEADER, Complete, UploadStatus
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+|\*)/(\d+)$")
@@ -67,10 +68,12 @@ def upload_owner(key: str) -> tuple[str, str] | None:
     return match["job"] or match["job2"], match["tag"] or match["tag2"]
 
 
-async def _check_lease(board: BoardState, job_id: str, lease_token: str | None) -> None:
+async def _check_lease(
+    board: BoardState, who: Principal, job_id: str, lease_token: str | None
+) -> None:
     if not lease_token:
-        raise BadRequest("X-Lease-Token header missing")
-    await board.db.lookup(lambda conn: held_job(conn, job_id, lease_token))
+        raise BadRequest(f"{LEASE_HEADER} header missing")
+    await fence(board, who, job_id, lease_token)
 
 
 def _declared(sha256: str | None, size: str | None, max_bytes: int) -> tuple[str, int]:
@@ -97,8 +100,10 @@ def _start_of(content_range: str | None, total: int) -> int:
     return int(match.group(1))
 
 
-async def upload_status(board: BoardState, job_id: str, lease_token: str | None) -> UploadStatus:
-    await _check_lease(board, job_id, lease_token)
+async def upload_status(
+    board: BoardState, who: Principal, job_id: str, lease_token: str | None
+) -> UploadStatus:
+    await _check_lease(board, who, job_id, lease_token)
     return _status(board, job_id, lease_token)
 
 
@@ -133,6 +138,7 @@ def _discard(board: BoardState, part: str) -> None:
 
 async def receive_output(
     board: BoardState,
+    who: Principal,
     job_id: str,
     *,
     lease_token: str | None,
@@ -142,7 +148,7 @@ async def receive_output(
     chunks: AsyncIterable[bytes],
 ) -> UploadStatus:
     """Append one body of the output upload; verify and stage the file when it is whole."""
-    await _check_lease(board, job_id, lease_token)  # 409 before anything else
+    await _check_lease(board, who, job_id, lease_token)  # 409 before anything else
     checked_at = time.monotonic()
     sha, total = _declared(sha256, size, board.config.max_upload_bytes)
     start = _start_of(content_range, total)
@@ -174,10 +180,9 @@ async def receive_output(
             return UploadStatus(received=received, size=total, complete=False)
         if time.monotonic() - checked_at > LEASE_RECHECK_S:
             # The lease may have ended while the bytes came in. (A body that took less than
-            # this came in under a lease just checked: asking again measured 8 % of a worker's
-            # CPU in the claim benchmark and could only move the answer's 409 to ``complete``,
-            # which fences the lease in its own transaction anyway.)
-            await _check_lease(board, job_id, lease_token)
+            # this came in under a lease just checked; ``complete`` fences the lease in its own
+            # transaction anyway.)
+            await _check_lease(board, who, job_id, lease_token)
         actual = digest.hexdigest() if digest is not None else await storage.sha256(part)
         if actual != sha:
             _discard(board, part)
@@ -196,15 +201,19 @@ async def receive_output(
         try:
             storage.move_in(storage.key_path(part), staged)
         except FileNotFoundError:  # the janitor took the part: its lease ended meanwhile
-            raise LeaseLost(job_id, "the upload was discarded with its lease") from None
+            raise lease_lost(job_id, "the upload was discarded with its lease") from None
     _locks.pop(part, None)
     return UploadStatus(received=total, size=total, complete=True)
 
 
 async def receive_thumbnail(
-    board: BoardState, job_id: str, lease_token: str | None, chunks: AsyncIterable[bytes]
+    board: BoardState,
+    who: Principal,
+    job_id: str,
+    lease_token: str | None,
+    chunks: AsyncIterable[bytes],
 ) -> None:
-    await _check_lease(board, job_id, lease_token)
+    await _check_lease(board, who, job_id, lease_token)
     key = thumb_key(job_id, lease_token)
     written = await board.storage.put_stream(key, chunks, max_bytes=THUMBNAIL_MAX)
     with open(board.storage.local_path(key), "rb") as f:
@@ -214,7 +223,7 @@ async def receive_thumbnail(
         raise BadRequest("a thumbnail must be a JPEG or PNG image")
 
 
-async def complete_job(board: BoardState, job_id: str, done: Complete) -> None:
+async def complete_job(board: BoardState, who: Principal, job_id: str, done: Complete) -> None:
     """Commit the staged output of this lease and mark the job succeeded. The file's own MP4
     header gives the duration recorded as usage (read in-process: no ffprobe per hand-in)."""
     storage = board.storage
@@ -228,7 +237,7 @@ async def complete_job(board: BoardState, job_id: str, done: Complete) -> None:
             note = json.load(f)
     except (Mp4Error, FileNotFoundError) as exc:
         if isinstance(exc, FileNotFoundError) or isinstance(exc.__cause__, FileNotFoundError):
-            await _check_lease(board, job_id, done.lease_token)  # a stale lease is 409 LeaseLost
+            await _check_lease(board, who, job_id, done.lease_token)  # stale: 409 LeaseLost
             raise Conflict(
                 f"job {job_id}: no complete, verified output was uploaded under this lease; "
                 "upload it before completing"
@@ -243,6 +252,7 @@ async def complete_job(board: BoardState, job_id: str, done: Complete) -> None:
         board,
         job_id,
         done,
+        who,
         output={
             "sha256": note["sha256"],
             "size": note["size"],  # the staged file was checked to be this size and checksum
@@ -257,14 +267,12 @@ async def complete_job(board: BoardState, job_id: str, done: Complete) -> None:
 
 async def output_location(board: BoardState, job_id: str) -> tuple[str, str | None, int]:
     """(storage key, thumbnail key, size) of a succeeded job's output."""
-    async with board.db.read() as conn:
-        row = (
-            await conn.execute(
-                select(outputs.c.storage_key, outputs.c.thumbnail_key, outputs.c.size)
-                .select_from(outputs.join(jobs, jobs.c.id == outputs.c.job_id))
-                .where(outputs.c.job_id == job_id, jobs.c.state == "succeeded")
-            )
-        ).first()
+    query = (
+        select(outputs.c.storage_key, outputs.c.thumbnail_key, outputs.c.size)
+        .select_from(outputs.join(jobs, jobs.c.id == outputs.c.job_id))
+        .where(outputs.c.job_id == job_id, jobs.c.state == "succeeded")
+    )
+    row = await board.db.query(lambda conn: conn.execute(query).first())
     if row is None:
         return "", None, 0
     return row.storage_key, row.thumbnail_key, row.size

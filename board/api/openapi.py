@@ -1,17 +1,23 @@
-"""What each route may answer, as the OpenAPI schema (``/schema``) tells it.
+"""What each route takes and may answer, as the OpenAPI schema (``/schema``) tells it.
 
-Litestar documents a route's success status and a 400; the refusals the board really gives —
-401/403 on every guarded route, 404, 409 from lease fencing, 413, 416, 507 — are declared here, so
-a client generated from the schema (and the schemathesis run in ``tests/reliability``) meets no
-status the schema does not name.
+Every route's request body is in the schema: JSON bodies through their msgspec type (Litestar's
+own), streamed file uploads through ``streamed_body`` (Litestar documents a body it parses; an
+upload is streamed to storage, never parsed, so its operation says what it takes). Litestar
+documents a route's success status and a 400; the refusals the board really gives — 401/403 on
+every guarded route, 404, 409 from lease fencing, 413, 416, 507 — are declared here, so a client
+generated from the schema (and the schemathesis run in ``tests/reliability``) meets no status
+the schema does not name. Paths come from ``wire.routes`` (``typed`` adds Litestar's converters).
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
 from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import HeaderParameter
 
 from wire import LEASE_HEADER, UPLOAD_SHA256_HEADER, UPLOAD_SIZE_HEADER
@@ -82,3 +88,26 @@ def also(code: int, data: Any, description: str, media_type: str = "application/
             generate_examples=False,
         )
     }
+
+
+def typed(template: str) -> str:
+    """A ``wire.routes`` template as a Litestar path: every ``{name}`` a string parameter."""
+    return re.sub(r"\{(\w+)\}", r"{\1:str}", template)
+
+
+def streamed_body(description: str, *media_types: str) -> type[Operation]:
+    """The ``operation_class`` of a route whose body is a file streamed to storage: its
+    operation documents that body (binary, of ``media_types``) though no handler parses it."""
+    binary = Schema(type=OpenAPIType.STRING, format="binary")  # type: ignore[arg-type]
+    body = RequestBody(
+        content={kind: OpenAPIMediaType(schema=binary) for kind in media_types},
+        description=description,
+        required=True,
+    )
+
+    @dataclass
+    class StreamedUpload(Operation):
+        def __post_init__(self) -> None:
+            self.request_body = body
+
+    return StreamedUpload

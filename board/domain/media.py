@@ -11,13 +11,14 @@ from collections.abc import AsyncIterable
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
-from board.auth import Principal
+from board.domain.lifecycle import lease_issued_to
+from board.domain.limits import SubmitterLimits, load_limits, storage_used
+from board.domain.tokens import Principal
+from board.domain.views import media_view
 from board.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
-from board.ids import new_id
-from board.limits import load_limits, storage_used
-from board.models import job_media, jobs, media, submitters
+from board.infra.ids import new_id
+from board.infra.models import job_media, jobs, media, submitters
 from board.state import BoardState
-from board.views import media_view
 from timeline.probe import MediaInfo, ProbeError, probe
 from wire import ACTIVE_STATES, LEASE_HEADER, MediaView
 
@@ -60,12 +61,16 @@ async def upload_media(
     if who.submitter_id is None:
         raise Forbidden("only submitters own media; create a submitter token to upload")
     max_bytes = board.config.max_upload_bytes
-    async with board.db.read() as conn:
-        sub = await conn.run_sync(load_limits, who.submitter_id)
-        if sub.limits.storage_quota_bytes is not None:
-            used = await conn.run_sync(storage_used, who.submitter_id)
-            left = sub.limits.storage_quota_bytes - used
-            max_bytes = min(max_bytes, max(0, left))
+
+    def read(conn: Connection) -> tuple[SubmitterLimits, int | None]:
+        sub = load_limits(conn, who.submitter_id)
+        if sub.limits.storage_quota_bytes is None:
+            return sub, None
+        return sub, sub.limits.storage_quota_bytes - storage_used(conn, who.submitter_id)
+
+    sub, left = await board.db.query(read)
+    if left is not None:
+        max_bytes = min(max_bytes, max(0, left))
     if declared_size is not None and declared_size > max_bytes:
         raise PayloadTooLarge(
             f"upload of {declared_size} bytes is over what {sub.name} may store ({max_bytes} bytes left)"
@@ -115,35 +120,42 @@ async def upload_media(
 
 async def get_media(board: BoardState, who: Principal, media_id: str) -> dict:
     """The media row, if ``who`` may see it: its owner or an admin (others get 404)."""
-    async with board.db.read() as conn:
-        row = (await conn.execute(select(media).where(media.c.id == media_id))).first()
+    row = await board.db.query(
+        lambda conn: conn.execute(select(media).where(media.c.id == media_id)).first()
+    )
     if row is None or not (who.is_admin or row.submitter_id == who.submitter_id):
         raise NotFound(f"no media {media_id}")
     return row
 
 
-async def media_for_farmhand(board: BoardState, media_id: str, lease_token: str | None):
+async def media_for_farmhand(
+    board: BoardState, who: Principal, media_id: str, lease_token: str | None
+):
     """A farmhand may download media only for the job its lease holds: the job's own media, or
     the watermark its submitter's limits force on it (possibly set after the job was submitted)."""
     if not lease_token:
         raise Forbidden(
             f"a farmhand downloads media with the {LEASE_HEADER} header of the job it holds"
         )
-    async with board.db.read() as conn:
-        held = (
-            await conn.execute(
-                select(jobs.c.id, submitters.c.forced_watermark)
-                .select_from(jobs.join(submitters, submitters.c.id == jobs.c.submitter_id))
-                .where(jobs.c.lease_token == lease_token, jobs.c.state.in_(ACTIVE_STATES))
-            )
+    if not lease_issued_to(lease_token, who.token_id):
+        raise NotFound(f"no media {media_id} for the job this lease holds")
+
+    def read(conn: Connection):
+        held = conn.execute(
+            select(jobs.c.id, submitters.c.forced_watermark)
+            .select_from(jobs.join(submitters, submitters.c.id == jobs.c.submitter_id))
+            .where(jobs.c.lease_token == lease_token, jobs.c.state.in_(ACTIVE_STATES))
         ).first()
-        row = None
-        if held is not None:
-            of_job = select(job_media.c.media_id).where(
-                job_media.c.job_id == held.id, job_media.c.media_id == media_id
-            )
-            if media_id == held.forced_watermark or (await conn.execute(of_job)).first():
-                row = (await conn.execute(select(media).where(media.c.id == media_id))).first()
+        if held is None:
+            return None
+        of_job = select(job_media.c.media_id).where(
+            job_media.c.job_id == held.id, job_media.c.media_id == media_id
+        )
+        if media_id != held.forced_watermark and conn.execute(of_job).first() is None:
+            return None
+        return conn.execute(select(media).where(media.c.id == media_id)).first()
+
+    row = await board.db.query(read)
     if row is None:
         raise NotFound(f"no media {media_id} for the job this lease holds")
     return row

@@ -1,0 +1,94 @@
+"""Routes for media: a submitter's uploads (intro, outro, clips, stingers, watermark, music) and
+their download, by their owner or by the farmhand whose held job uses them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, Request, Response, get, post
+from litestar.params import HeaderParameter
+
+from board.api.auth import caller, requires
+from board.api.http import body_chunks, ranged_file
+from board.api.openapi import LeaseHeader, RangeHeader, also, errors, streamed_body, typed
+from board.domain.media import get_media, media_for_farmhand, upload_media
+from board.domain.views import media_view
+from board.state import BoardState
+from wire import MediaView
+from wire.routes import MEDIA, MEDIA_CONTENT, MEDIA_ITEM
+
+
+class MediaController(Controller):
+    path = "/"
+    tags = ["media"]
+
+    @post(
+        typed(MEDIA),
+        status_code=201,
+        opt=requires("submitter"),
+        request_max_body_size=None,
+        operation_class=streamed_body(
+            "The file: video, audio or an image", "application/octet-stream"
+        ),
+        summary="Upload media (raw body; ?filename=…)",
+        responses={
+            **errors(400, 413, 507),
+            **also(200, MediaView, "The same bytes were uploaded before: that media"),
+        },
+    )
+    async def upload(
+        self,
+        request: Request,
+        board: BoardState,
+        filename: str | None = None,
+        x_filename: Annotated[str | None, HeaderParameter(name="x-filename")] = None,
+    ) -> Response[MediaView]:
+        view, created = await upload_media(
+            board,
+            caller(request),
+            body_chunks(request),
+            filename=filename or x_filename,
+            declared_size=request.content_length,
+        )
+        return Response(view, status_code=201 if created else 200)
+
+    @get(
+        typed(MEDIA_ITEM),
+        opt=requires("submitter"),
+        summary="One media's details",
+        responses=errors(400, 404),
+    )
+    async def describe(self, request: Request, board: BoardState, media_id: str) -> MediaView:
+        return media_view(await get_media(board, caller(request), media_id))
+
+    @get(
+        typed(MEDIA_CONTENT),
+        opt=requires("submitter", "farmhand"),
+        summary="Download media (owner, or the farmhand holding a job that uses it)",
+        media_type="application/octet-stream",
+        responses={
+            **errors(400, 404, 416),
+            **also(206, bytes, "The byte range asked for", "application/octet-stream"),
+        },
+    )
+    async def content(
+        self,
+        request: Request,
+        board: BoardState,
+        media_id: str,
+        lease: LeaseHeader = None,
+        range_: RangeHeader = None,
+    ) -> Response:
+        who = caller(request)
+        if who.role == "farmhand":
+            row = await media_for_farmhand(board, who, media_id, lease)
+        else:
+            row = await get_media(board, who, media_id)
+        return ranged_file(
+            board,
+            row.storage_key,
+            row.size,
+            range_,
+            media_type="application/octet-stream",
+            filename=row.filename,
+        )

@@ -1,0 +1,229 @@
+"""Which job does this farmhand get? The claim query, and the long-poll around it.
+
+The rule (DESIGN.md "Claim"): the highest ``priority``, then oldest, ``queued`` job whose
+``not_before`` has passed and whose requirements the farmhand's *verified* encoders meet:
+
+- ``encoder: gpu`` needs a verified hardware encoder for the codec;
+- ``encoder: cpu`` needs a verified software encoder;
+- ``encoder: any`` goes to hardware at once; to a software-only farmhand only when no capable GPU
+  farmhand is online, or after the job has waited ``BOARD_GPU_GRACE_S`` in the queue;
+- ``tags`` ⊆ the farmhand's tags, ``min_gpu_memory_mb`` ≤ its largest GPU;
+- a farmhand that failed the job is skipped for it while another online farmhand could take it.
+
+Before it looks, the claim checks the farmhand (its token, docs/architecture.md "Farmhands"):
+active (not paused, draining, quarantined, revoked) and holding fewer jobs than the slots it
+declared. Exactly one farmhand gets a job: the candidate is read ``FOR UPDATE SKIP LOCKED`` and
+taken by ``lifecycle.grant_lease`` in the same transaction (on SQLite that transaction began
+with ``BEGIN IMMEDIATE``, so it is the only writer; on PostgreSQL concurrent claimers skip each
+other's rows and never wait on them). The farmhand's own row is locked first, so two claims of
+one token are counted against its slots one after the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+import time
+from datetime import UTC, datetime
+
+from sqlalchemy import Float, and_, bindparam, exists, false, func, or_, select
+from sqlalchemy.engine import Connection
+
+from board.domain import lifecycle
+from board.domain.farmhands import check_in_to_claim
+from board.domain.lifecycle import Moved, announce
+from board.domain.matching import Skills, can_take, skills_of
+from board.domain.tokens import Principal
+from board.errors import Forbidden
+from board.infra.db import walk_indexes_in_order
+from board.infra.models import farmhands, job_tags, jobs, tokens
+from board.infra.notify import wait_armed
+from board.state import BoardState, OnlineFarm
+from timeline.spec import CODECS
+from wire import ACTIVE_STATES, Claim, ClaimRequest, Release
+
+RECHECK_S = 1.0  # how often a farmhand that may not claim now looks whether that changed
+
+
+class Refusal(enum.Enum):
+    """Why a claim took nothing although the farmhand is allowed to wait for work."""
+
+    NO_JOB = "no job for this farmhand now"
+    STOPPED = "the farmhand is paused, draining or quarantined"
+    FULL = "the farmhand holds as many jobs as its slots"
+
+
+def _eligible(skills: Skills, gpu_codecs: frozenset[str]):
+    """The SQL predicate for jobs this farmhand's encoders can do."""
+    grace_cut = bindparam("grace_cut", type_=Float)
+    ors = []
+    for codec in CODECS:
+        has_hw, has_sw = codec in skills.hardware, codec in skills.software
+        is_codec = jobs.c.req_codec == codec
+        if has_hw:
+            ors.append(and_(is_codec, jobs.c.req_encoder.in_(("gpu", "any"))))
+        if has_sw:
+            ors.append(and_(is_codec, jobs.c.req_encoder == "cpu"))
+            if not has_hw:
+                if codec in gpu_codecs:  # a GPU farmhand could take it: wait the grace
+                    ors.append(
+                        and_(is_codec, jobs.c.req_encoder == "any", jobs.c.queued_at <= grace_cut)
+                    )
+                else:
+                    ors.append(and_(is_codec, jobs.c.req_encoder == "any"))
+    if not ors:
+        return false()
+    return and_(or_(*ors), jobs.c.req_gpu_memory_mb <= skills.gpu_memory_mb)
+
+
+@functools.lru_cache(maxsize=256)
+def _candidates(skills: Skills, gpu_codecs: frozenset[str]):
+    """Claimable jobs this farmhand can do, best first (bind ``now`` and ``grace_cut``). Built
+    once per kind of farmhand: building the expression costs more than running it."""
+    foreign_tag = exists().where(job_tags.c.job_id == jobs.c.id)  # with no tags, any tag is
+    if skills.tags:
+        foreign_tag = foreign_tag.where(job_tags.c.tag.not_in(sorted(skills.tags)))
+    return (
+        select(jobs.c.id, jobs.c.attempts, jobs.c.failed_by, jobs.c.requirements)
+        .where(
+            jobs.c.state == "queued",
+            jobs.c.not_before <= bindparam("now", type_=Float),
+            _eligible(skills, gpu_codecs),
+            ~foreign_tag,
+        )
+        .order_by(jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
+    )
+
+
+def _better_left_to_others(row, farmhand_id: int, online: OnlineFarm) -> bool:
+    """A farmhand that failed this job skips it while another online farmhand that has not
+    failed it could take it (a retry elsewhere is likelier to succeed)."""
+    failed_by = set(row.failed_by or ())
+    if farmhand_id not in failed_by:
+        return False
+    return any(
+        can_take(skills, row.requirements)
+        for other, skills in online.skills.items()
+        if other != farmhand_id and other not in failed_by
+    )
+
+
+def _may_claim(conn: Connection, farmhand_id: int, slots: int) -> Refusal | None:
+    """Whether the farmhand may take a job now, its row locked for the rest of the claim."""
+    me = conn.execute(
+        select(farmhands.c.state, tokens.c.revoked_at)
+        .select_from(farmhands.join(tokens, tokens.c.id == farmhands.c.token_id))
+        .where(farmhands.c.id == farmhand_id)
+        .with_for_update(of=farmhands)
+    ).first()
+    if me is None or me.revoked_at is not None or me.state == "revoked":
+        raise Forbidden("this farmhand's token was revoked")
+    if me.state != "active":
+        return Refusal.STOPPED
+    held = conn.execute(
+        select(func.count())
+        .select_from(jobs)
+        .where(jobs.c.farmhand_id == farmhand_id, jobs.c.state.in_(ACTIVE_STATES))
+    ).scalar_one()
+    return Refusal.FULL if held >= slots else None
+
+
+async def _try_claim(
+    board: BoardState, farmhand_id: int, name: str, skills: Skills, slots: int, token_id: int
+) -> Claim | Refusal:
+    config = board.config
+    now = time.time()
+    online = await board.online_farm()
+    candidates = _candidates(skills, online.gpu_codecs)
+    binds = {"now": now, "grace_cut": now - config.gpu_grace_s}
+
+    def take_best(conn: Connection) -> tuple[str, str, float] | Refusal:
+        refused = _may_claim(conn, farmhand_id, slots)
+        if refused is not None:
+            return refused
+        walk_indexes_in_order(conn)
+        passed: list[str] = []
+        while True:
+            query = candidates.where(jobs.c.id.not_in(passed)) if passed else candidates
+            row = conn.execute(
+                query.limit(1).with_for_update(skip_locked=True, of=jobs), binds
+            ).first()
+            if row is None:
+                return Refusal.NO_JOB
+            passed.append(row.id)
+            if _better_left_to_others(row, farmhand_id, online):
+                continue
+            taken = lifecycle.grant_lease(
+                conn,
+                row.id,
+                row.attempts + 1,
+                farmhand_id=farmhand_id,
+                farmhand=name,
+                token_id=token_id,
+                lease_s=config.lease_s,
+                now=now,
+            )
+            if taken is not None:
+                return (row.id, *taken)
+
+    found = await board.db.transact(take_best)
+    if isinstance(found, Refusal):
+        return found
+    job_id, lease_token, expires = found
+    announce(board, [Moved(job_id, "claimed")])
+    return Claim(
+        job_id=job_id,
+        lease_token=lease_token,
+        lease_expires_at=datetime.fromtimestamp(expires, UTC),
+        heartbeat_interval_s=config.heartbeat_s,
+    )
+
+
+async def claim(
+    board: BoardState, request: ClaimRequest, who: Principal, *, gone: asyncio.Event | None = None
+) -> Claim | None:
+    """Hand the farmhand one job, waiting up to ``request.wait_s`` for one to appear; None when
+    there is none for it now (or it is paused, draining, quarantined or full). ``gone`` is set
+    when the farmhand hung up: stop waiting, and give back a job claimed in that instant.
+    Forbidden when its token is revoked, also while it waits."""
+    started = time.monotonic()
+    skills = skills_of(request.capabilities)
+    slots = request.capabilities.slots
+    gone = gone or asyncio.Event()
+    me = await check_in_to_claim(board, request, who)
+    deadline = started + request.wait_s
+    while not gone.is_set():
+        armed = board.feed.work.arm()  # queued for a wake-up *before* looking: none is missed
+        try:
+            found = await _try_claim(
+                board, me.farmhand_id, request.farmhand, skills, slots, who.token_id
+            )
+            if isinstance(found, Claim):
+                if gone.is_set():  # hung up while we claimed: nobody will run it
+                    why = Release(lease_token=found.lease_token, reason="the farmhand hung up")
+                    await lifecycle.release(board, found.job_id, why, who)
+                    return None
+                board.unacknowledged.add(who.token_id, found.job_id)
+                board.metrics.claim_latency.observe(time.monotonic() - started)
+                return found
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            # No job: the next one that becomes claimable wakes us. Stopped or full: what
+            # changes that (an admin's resume, a job of ours ending) is rarer; look again soon.
+            wait = left if found is Refusal.NO_JOB else min(left, RECHECK_S)
+            await _first(wait_armed(armed, wait), gone.wait())
+        finally:
+            board.feed.work.leave(armed)
+    return None
+
+
+async def _first(*waits) -> None:
+    """Wait until the first of ``waits`` finishes; cancel the rest."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

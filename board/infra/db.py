@@ -1,0 +1,189 @@
+"""The board's database: one way to change it (``transact``), one way to read it (``query``).
+
+A *unit of work* is a plain function of a SQLAlchemy Core ``Connection``. ``transact(fn)`` runs
+it in one transaction that is committed when it returns and rolled back when it raises;
+``query(fn)`` runs it on a read-only snapshot. Both go through ``AsyncConnection.run_sync`` on
+the async drivers (aiosqlite, asyncpg), so services are written once, in plain synchronous Core,
+and never hold a transaction open across an ``await`` of their own. Callers never ask which
+engine they are on; what differs is decided here, when the engines are made:
+
+- **SQLite** (the embedded default) runs in WAL mode. Writes share one connection, so units of
+  work queue for it, and each transaction begins with ``BEGIN IMMEDIATE``: it holds the write
+  lock from its first read, so a claim that reads a job as free and then takes it cannot race
+  another writer (another process included). Readers have connections of their own and never
+  wait for the writer.
+- **PostgreSQL** has one pooled engine for both. Claims lock the row they take with ``FOR UPDATE
+  SKIP LOCKED``, which SQLAlchemy's SQLite dialect leaves out (``BEGIN IMMEDIATE`` already made
+  the writer alone there), so the claim query is one statement for both engines.
+
+Values one engine would store and the other refuse (text with NUL, integers past 64 bits) are
+refused on both, before the statement runs, as ``BadRequest``; a value the database itself
+refuses is a ``BadRequest`` with its reason. See docs/architecture.md ("Storage of state").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy import Insert, Table, event, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from board.errors import BadRequest
+
+INT64_MAX = 2**63 - 1
+SQLITE_READERS = 4
+T = TypeVar("T")
+
+
+def _unstorable(value: object) -> str | None:
+    """Why ``value`` (a statement parameter, or a collection of them) cannot be stored."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "text with a NUL character (\\u0000) cannot be stored; remove it"
+    elif isinstance(value, bool):
+        return None
+    elif isinstance(value, int):
+        if not -INT64_MAX - 1 <= value <= INT64_MAX:
+            return f"the number {value} is too large to store (the limit is {INT64_MAX})"
+    elif isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        for item in value:
+            why = _unstorable(item)
+            if why:
+                return why
+    return None
+
+
+def _refuse_unstorable_values(engine: Engine) -> None:
+    @event.listens_for(engine, "before_cursor_execute")
+    def _check(conn, cursor, statement, parameters, context, executemany) -> None:
+        why = _unstorable(parameters)
+        if why:
+            raise BadRequest(why)
+
+
+@contextmanager
+def refused_values_are_bad_requests():
+    """A value the database refuses (SQLSTATE class 22, "data exception": out of range, bad
+    encoding…) is the caller's fault: BadRequest with the database's reason."""
+    try:
+        yield
+    except DBAPIError as exc:
+        state = getattr(exc.orig, "sqlstate", None)
+        if isinstance(state, str) and state.startswith("22"):
+            raise BadRequest(f"the board's database refused a value: {exc.orig}") from None
+        raise
+
+
+def _sqlite_engine(url: str, *, begin: str, connections: int) -> AsyncEngine:
+    """An aiosqlite engine whose transactions start with ``begin``. SQLAlchemy's documented way
+    to choose the BEGIN: take transaction control from the driver on connect, emit it on the
+    engine's "begin" event (savepoints then work too)."""
+    engine = create_async_engine(
+        url, pool_size=connections, max_overflow=0, pool_timeout=60, connect_args={"timeout": 30}
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=NORMAL",  # WAL: a commit survives a crash of the process, not of the OS
+            "busy_timeout=30000",  # another process (a `board` command) holds the write lock
+            "foreign_keys=ON",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn) -> None:
+        conn.exec_driver_sql(begin)
+
+    _refuse_unstorable_values(engine.sync_engine)
+    return engine
+
+
+def _committed(conn: Connection, fn: Callable[[Connection], T]) -> T:
+    with conn.begin():
+        return fn(conn)
+
+
+class Database:
+    """The board's connections. ``transact(fn)`` for units of work that change state,
+    ``query(fn)`` for reads; ``fn`` is called with a Core ``Connection``."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        if url.startswith("sqlite"):
+            path = url.split(":///", 1)[1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._writer = _sqlite_engine(url, begin="BEGIN IMMEDIATE", connections=1)
+            self._reader = _sqlite_engine(url, begin="BEGIN", connections=SQLITE_READERS)
+        else:
+            self._writer = create_async_engine(
+                url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=300
+            )
+            _refuse_unstorable_values(self._writer.sync_engine)
+            self._reader = self._writer
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``: for the operator's eyes (logs, /metrics)."""
+        return self._writer.dialect.name
+
+    async def transact(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(connection)`` as one atomic unit of work: all of it is committed, or none of
+        it (any exception). ``fn`` must not block on anything but the database; side effects
+        outside the database belong after the await."""
+        with refused_values_are_bad_requests():
+            async with self._writer.connect() as conn:
+                return await conn.run_sync(_committed, fn)
+
+    async def query(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(connection)`` on a read-only snapshot of the database."""
+        with refused_values_are_bad_requests():
+            async with self._reader.connect() as conn:
+                return await conn.run_sync(_committed, fn)
+
+    async def ping(self) -> None:
+        """Raise unless the database answers."""
+        await self.query(lambda conn: conn.execute(text("SELECT 1")).scalar())
+
+    async def dispose(self) -> None:
+        await self._writer.dispose()
+        if self._reader is not self._writer:
+            await self._reader.dispose()
+
+
+def insert_or_ignore(conn: Connection, table: Table) -> Insert:
+    """An INSERT into ``table`` that does nothing where a unique key is taken already."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
+
+
+def walk_indexes_in_order(conn: Connection) -> None:
+    """Inside a claim's transaction: let PostgreSQL read the claim-order index in order rather
+    than plan a bitmap scan and sort of the whole queue. Its planner estimates the queue from
+    statistics that lag a bulk submit by up to a minute (autovacuum's analyze): believing a few
+    jobs are queued, it reads and sorts all of them per claim (O(queue)), where the index walk
+    stops at the first fit. SQLite has no bitmap scans: nothing to say there."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+
+
+def migration_engine(url: str) -> AsyncEngine:
+    """An engine for alembic: no pool, and on SQLite the same pragmas as the app."""
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url, begin="BEGIN IMMEDIATE", connections=1)
+    return create_async_engine(url, poolclass=NullPool)
