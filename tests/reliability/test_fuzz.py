@@ -1,6 +1,7 @@
 """schemathesis over the board's own OpenAPI schema (``/schema/openapi.json`` of a running
-``board serve``), every operation, as an admin, a submitter and a farmhand: no 5xx, and every
-answer is one the schema names, in the content type and shape it names.
+``board serve``), every operation, request bodies included, as an admin, a submitter and a
+farmhand, on SQLite and on PostgreSQL: no 5xx, and every answer is one the schema names, in the
+content type and shape it names.
 
 Examples per operation: ``CLIPFARM_FUZZ_EXAMPLES`` (default 16 schema-valid, and half as many schema-invalid);
 for a long run: ``CLIPFARM_FUZZ_EXAMPLES=300 .venv/bin/python -m pytest tests/reliability/test_fuzz.py``.
@@ -27,7 +28,8 @@ from schemathesis.checks import load_all_checks
 from schemathesis.generation.modes import GenerationMode
 
 from tests.board.actors import Farmhand, Submitter
-from tests.harness import RunningBoard
+from tests.conftest import ENGINES
+from tests.harness import RunningBoard, require_pg
 from tests.reliability.tools import record
 
 pytestmark = pytest.mark.slow
@@ -87,16 +89,18 @@ class Objects:
         self.tokens = {"admin": admin, "submitter": owner.token, "farmhand": self.farmhand.token}
 
 
-@pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory, media_dir):
-    board = RunningBoard(tmp_path_factory.mktemp("fuzz-board"), "sqlite").start()
+@pytest.fixture(scope="module", params=ENGINES)
+def fuzzed(request, tmp_path_factory, media_dir):
+    if request.param == "postgres":
+        require_pg()
+    board = RunningBoard(tmp_path_factory.mktemp("fuzz-board"), request.param).start()
     objects = Objects(board, media_dir)
     schema = schemathesis.openapi.from_url(f"{board.url}/schema/openapi.json")
     statuses: collections.Counter = collections.Counter()
     yield board, schema, objects, statuses
     served = sorted(f"{m.upper()} {p}" for p, item in schema.raw_schema["paths"].items()
                     for m in item)  # fmt: skip
-    record("fuzz", examples_per_operation=EXAMPLES, operations=len(served),
+    record(f"fuzz-{request.param}", examples_per_operation=EXAMPLES, operations=len(served),
            requests=sum(statuses.values()), server_errors=sum(
                n for (_, code), n in statuses.items() if code >= 500),
            by_status={str(code): sum(n for (_, c), n in statuses.items() if c == code)
