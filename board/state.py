@@ -29,8 +29,7 @@ class OnlineFarm:
     at: float = 0.0
     skills: dict[int, Skills] = field(default_factory=dict)  # farmhand id → what it can do
 
-    # Computed once per snapshot (a snapshot is replaced, never edited): every claim asks, and
-    # over 2,000 farmhands the fleet benchmark found the rebuild in its claim latency.
+    # Computed once per snapshot (a snapshot is replaced, never edited): every claim asks.
     @cached_property
     def active_ids(self) -> frozenset[int]:
         return frozenset(self.skills)

@@ -71,9 +71,9 @@ def _knobs(draft: str, standard: str, high: str) -> dict[str, tuple[str, ...]]:
             "high": tuple(high.split())}  # fmt: skip
 
 
-# x264 keeps its lookahead's pictures (full size, half-pel planes, low-res copies): medium's 40
-# and slow's 50 cost some 440 MB per encoder at 1080p, 20 costs 310 MB. Measured on 1080p clips
-# at crf 21, 20 instead of 40 changed the size by under 0.3 % and SSIM by under 0.0001.
+# x264 keeps its lookahead's pictures (full size, half-pel planes, low-res copies) in memory: a
+# lookahead of 20 instead of medium's 40 or slow's 50 bounds a segment's memory at a negligible
+# cost in size and quality (the figures are in BENCHMARKS.md, "Memory").
 _X264 = _knobs(
     "-preset veryfast -crf 26",
     "-preset medium -crf 21 -rc-lookahead 20",

@@ -31,11 +31,10 @@ AUDIO_BITRATE = "192k"
 # read is decoded, so no more than that.
 READ_MARGIN_FRAMES = 3
 READ_MARGIN_S = 0.1  # where the source's rate is unknown
-# Resident memory of a segment's ffmpeg (ffmpeg 5.1, libx264 "standard" with its lookahead at
-# 20 pictures, one thread each), an upper estimate of what was measured: about 60 MB + 125 MB
-# per megapixel of output for the process and its encoder (310 MB measured at 1080p), and for
-# each input 15 MB per megapixel of source (its decoder) + 10 MB per megapixel of output (its
-# filters): 52 MB per 1080p input into 1080p (about 30 measured).
+# The memory model of a segment's ffmpeg (ffmpeg 5.1, libx264 "standard" with its lookahead at
+# 20 pictures, one thread each), an upper bound of what BENCHMARKS.md ("Memory") measured: a base
+# plus a cost per megapixel of output for the process and its encoder, and for each input a cost
+# per megapixel of source (its decoder) and of output (its filters).
 SEGMENT_BASE_MB = 60.0
 ENCODER_MB_PER_MPX = 125.0
 DECODER_MB_PER_MPX = 15.0

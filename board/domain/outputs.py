@@ -24,7 +24,6 @@ from board.domain.lifecycle import complete, fence
 from board.domain.tokens import Principal
 from board.errors import BadRequest, Conflict, RangeNotSatisfiable, lease_lost
 from board.infra.models import jobs, outputs
-from board.infra.storage import SMALL
 from board.state import BoardState
 from timeline.mp4info import Mp4Error, read_mp4
 from wire import LEASE_HEADER, Complete, UploadStatus
@@ -191,9 +190,8 @@ async def receive_output(
                 f"declared {sha}; upload again from byte 0"
             )
         # The note first: a staged file is never without it. The part's note says the same and
-        # is moved, not rewritten (a rename, where writing a file measured several times more);
-        # when the disk is too full for the job's folder: 507, the whole part stays, and the
-        # farmhand's retry stages it.
+        # is moved; when the disk is too full for the job's folder: 507, the whole part stays,
+        # and the farmhand's retry stages it.
         try:
             storage.move_in(storage.key_path(part + ".json"), staged + ".json")
         except FileNotFoundError:  # the part's note is gone (a janitor racing): write it anew
@@ -231,9 +229,7 @@ async def complete_job(board: BoardState, who: Principal, job_id: str, done: Com
     path = storage.key_path(staged)
     try:
         info = read_mp4(path)
-        with open(
-            path + ".json", buffering=SMALL
-        ) as f:  # staged before the file: there unless swept
+        with open(path + ".json") as f:  # staged before the file: there unless swept
             note = json.load(f)
     except (Mp4Error, FileNotFoundError) as exc:
         if isinstance(exc, FileNotFoundError) or isinstance(exc.__cause__, FileNotFoundError):

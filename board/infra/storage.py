@@ -28,9 +28,6 @@ except ImportError:  # Windows
     fcntl = None
 
 CHUNK = 256 * 1024
-# An explicit buffer size for the small files of every upload: with the default, each open also
-# asks the kernel whether the file is a terminal and for its block size (two system calls).
-SMALL = 64 * 1024
 _KEY = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_.-]+)*$")
 
 
@@ -106,11 +103,10 @@ class LocalStorage(Storage):
         return self.root / _checked(key)
 
     def _path(self, key: str) -> str:
-        # plain strings on the upload path: pathlib's parsing cost more than the system calls
         return os.path.join(self._root, _checked(key))
 
     def key_path(self, key: str) -> str:
-        """``local_path`` as a plain string (for ``move_in`` on the hot path)."""
+        """``local_path`` as a plain string."""
         return self._path(key)
 
     def exists(self, key: str) -> bool:
@@ -132,9 +128,7 @@ class LocalStorage(Storage):
             pass
 
     def keys(self, prefix: str) -> list[str]:
-        # os.walk on strings, no stat per file (it tells folders from files already): the
-        # janitor lists every output each pass, and pathlib's rglob + is_file cost several times
-        # the system calls over a farm's worth of files
+        # os.walk tells folders from files already: no stat per file over a farm's outputs
         start = len(self._root) + 1
         return sorted(
             os.path.join(folder, name)[start:]
@@ -182,7 +176,7 @@ class LocalStorage(Storage):
             try:
                 os.replace(src, dest)
             except FileNotFoundError:  # its folder is new (a missing source fails again below)
-                _make_folder(os.path.dirname(dest))
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
                 os.replace(src, dest)
         except OSError as exc:
             if _disk_full(exc):  # a new folder needs room too
@@ -195,10 +189,10 @@ class LocalStorage(Storage):
         path = self._path(key)
         try:
             try:
-                out = open(path, "w", buffering=SMALL)
+                out = open(path, "w")
             except FileNotFoundError:  # its folder is new
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                out = open(path, "w", buffering=SMALL)
+                out = open(path, "w")
             with out:
                 out.write(text)
         except OSError as exc:
@@ -273,17 +267,6 @@ class LocalStorage(Storage):
                     break
                 left -= len(block)
                 yield block
-
-
-def _make_folder(folder: str) -> None:
-    """``os.makedirs(folder, exist_ok=True)`` in one system call when the parent exists (a job's
-    folder under ``outputs``): makedirs asks about the parent first."""
-    try:
-        os.mkdir(folder)
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        os.makedirs(folder, exist_ok=True)
 
 
 async def _exclusive(fd: int) -> None:
