@@ -1,6 +1,6 @@
 """Which job does this farmhand get? The claim query, and the long-poll around it.
 
-The rule (DESIGN.md "Claim"): the highest ``priority``, then oldest, ``queued`` job whose
+The rule (docs/architecture.md, "Claim rules"): the highest ``priority``, then oldest, ``queued`` job whose
 ``not_before`` has passed and whose requirements the farmhand's *verified* encoders meet:
 
 - ``encoder: gpu`` needs a verified hardware encoder for the codec;
