@@ -1,10 +1,11 @@
 """Routes for farmhands: claim, the job they hold (context, heartbeat, upload, complete, fail,
 release) and their status. Parse → service → answer; the services fence every call by its lease.
 
-docs/architecture.md ("Job lifecycle", fencing): a stale ``lease_token`` gets 409 before anything else in the body is looked at. A
-body that validates is fenced by its transition, in the transition's own transaction; one that
-does not is checked here first (``stale_lease_first``), so a zombie with a malformed body still
-learns that it lost the job rather than what is wrong with its body.
+A stale ``lease_token`` gets 409 before anything else in the body is looked at (docs/
+architecture.md, "Job lifecycle"). A body that validates is fenced by its transition, in the
+transition's own transaction; one that does not is checked here first (``stale_lease_first``),
+so a zombie with a malformed body still learns that it lost the job rather than what is wrong
+with its body.
 """
 
 from __future__ import annotations
