@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ from render import (
     mixed_compilation,
 )
 
+from tests.harness import RunningFarmhand
 from timeline.render import render
 from wire import routes
 
@@ -56,7 +56,7 @@ class Farm:
         self.board = BenchBoard("sqlite")
         self.submitter = self.board.token("submitter", "bench-submitter")
         self.hand_token = self.board.token("farmhand", "bench-farmhand")
-        self.hand: subprocess.Popen | None = None
+        self.hand: RunningFarmhand | None = None
         self.runs = 0
 
     def headers(self, token: str) -> dict[str, str]:
@@ -88,30 +88,14 @@ class Farm:
         """A new farmhand with an empty cache; returns once the board lists it online."""
         self.stop_farmhand()
         self.runs += 1
-        state = self.work / f"farmhand-{self.runs}"
-        env = {
-            **self.board.env,
-            "FARMHAND_BOARD_URL": self.board.url,
-            "FARMHAND_TOKEN": self.hand_token,
-            "FARMHAND_NAME": "bench-farmhand",
-            "FARMHAND_STATE_DIR": str(state / "state"),
-            "FARMHAND_CACHE_DIR": str(state / "cache"),
-            "FARMHAND_SLOTS": "1",
-            "FARMHAND_WAIT_S": "20",
-            # the bench's own process is all else that runs; never let it pause the farmhand
-            "FARMHAND_CPU_PAUSE_PERCENT": "off",
-            "FARMHAND_GPU_PAUSE_PERCENT": "off",
-            "FARMHAND_RESUME_DELAY_S": "0",
-        }
-        env.pop("BOARD_DATABASE_URL", None)
-        self.log = self.work / f"farmhand-{self.runs}.log"
-        log = self.log.open("wb")
-        self.hand = subprocess.Popen([sys.executable, "-m", "farmhand.cli", "run"], env=env,
-                                     stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        self.hand = RunningFarmhand(
+            self.board, self.work / f"farmhand-{self.runs}", "bench-farmhand",
+            token=self.hand_token, env={"FARMHAND_SLOTS": "1", "FARMHAND_WAIT_S": "20"},
+        ).start()  # fmt: skip
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if self.hand.poll() is not None:
-                raise RuntimeError(f"the farmhand exited; see {log.name}")
+            if self.hand.proc.poll() is not None:
+                raise RuntimeError(f"the farmhand exited; see {self.hand.log_path}")
             r = httpx.get(f"{self.board.url}{routes.FARMHANDS}",
                           headers=self.headers(self.board.admin_token), timeout=10)  # fmt: skip
             if any(f.get("online") and f.get("name") == "bench-farmhand" for f in r.json()):
@@ -121,12 +105,8 @@ class Farm:
         raise RuntimeError("the farmhand did not come online within 120 s")
 
     def stop_farmhand(self) -> None:
-        if self.hand is not None and self.hand.poll() is None:
-            self.hand.terminate()
-            try:
-                self.hand.wait(30)
-            except subprocess.TimeoutExpired:
-                self.hand.kill()
+        if self.hand is not None:
+            self.hand.stop()
         self.hand = None
 
     def run_job(self, compilation: dict) -> tuple[float, dict[str, float]]:
@@ -161,9 +141,7 @@ class Farm:
         found: list[str] = []
         deadline = time.monotonic() + 10  # it logs once the board has answered its complete
         while not found and time.monotonic() < deadline:
-            found = re.findall(
-                r"done with \S+ in ([0-9.]+) s", self.log.read_text(errors="replace")
-            )
+            found = re.findall(r"done with \S+ in ([0-9.]+) s", self.hand.log())
             time.sleep(0.05)
         render_s = float(found[-1]) if found else float("nan")
         return {"queued": (at["claimed_at"] - at["created_at"]).total_seconds(),

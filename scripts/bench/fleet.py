@@ -5,16 +5,16 @@
                                   [--board-src DIR]
 
 Each simulated farmhand is the real farmhand's client, ``farmhand.client.BoardClient``, with a
-farmhand token of its own (identity is the token): it announces itself (``status``), long-polls
-``claim``, reads the job's ``context``, heartbeats every ``--heartbeat-s`` while it "renders"
-(sleeps) for ``--job-s``, uploads a tiny real mp4 resumably to the context's ``output_url``
-and completes. A bulk submitter keeps about one job per two farmhands queued (batches of 200)
-and a dashboard client follows the live event stream. Everything runs on one event loop in this
-process; the clients share one keep-alive connection pool (one ``httpx`` pool per farmhand would
-cost this process more than the board), which is closer to the board's view of a fleet than to
-a single farmhand's.
+farmhand token of its own (identity is the token) and a keep-alive connection pool of its own:
+it announces itself (``status``), long-polls ``claim``, reads the job's ``context``, heartbeats
+every ``--heartbeat-s`` while it "renders" (sleeps) for ``--job-s``, uploads a tiny real mp4
+resumably to the context's ``output_url`` and completes. Farmhands start spread over one job's
+length, so their jobs end spread out too. A bulk submitter keeps about one job per two
+farmhands queued (batches of 200) and a dashboard client follows the live event stream.
+Everything runs on one (uvloop) event loop in this process.
 
-Printed per board: p50/p99 per route (the time to the answer's headers), jobs lost and done
+Printed per board: p50/p99 per route (until the answer's headers, as this process saw them: the
+"simulator loop lag" row says how much of that was this process being busy), jobs lost and done
 twice (both must be 0), the board's CPU and peak RSS, and the board's CPU per job cycle (claim,
 context, heartbeats, upload, complete, and the job's share of the submitter's and dashboard's
 calls) as a multiple of its CPU per ``GET /health``, measured in the same run: an idle pause
@@ -30,9 +30,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import hashlib
 import random
 import re
+import ssl
 import sys
 import tempfile
 import time
@@ -43,17 +46,20 @@ from pathlib import Path
 import httpx
 import msgspec
 import psutil
+import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from farmproc import CAPS, BenchBoard, tiny_mp4
 from latency import Latencies
 
-from farmhand.client import BoardClient
+from farmhand.client import CONNECTION_LIMITS, BoardClient
 from wire import Complete, Fail, Heartbeat, JobPage, routes
 from wire.client import call_async
-from wire.errors import BoardError
+from wire.errors import BoardError, LeaseLost
 
 HEALTH_CONCURRENCY = 4
+LOOP_TICK_S = 0.01
+LOOP_LAG = "(simulator loop lag)"
 IDLE_S = 3.0
 BATCH = 200
 DASHBOARD_EVENTS = "/dashboard/events?view=jobs"  # the dashboard's live stream (not wire API)
@@ -90,13 +96,16 @@ def route_name(request: httpx.Request, status: int) -> str:
 
 
 class TimedTransport(httpx.AsyncBaseTransport):
-    """A connection pool that times every request, by route, until its answer's headers."""
+    """One simulated client's own keep-alive connection pool, as a real farmhand has, timing
+    each request by route until its answer's headers. Every pool shares one SSL context: loading
+    the certificates again for each of thousands of clients would swamp the simulator."""
 
-    def __init__(self, latencies: Latencies) -> None:
+    tls = ssl.create_default_context()
+
+    def __init__(self, latencies: Latencies, errors: Counter) -> None:
         self.latencies = latencies
-        self.errors: Counter = Counter()
-        unlimited = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-        self.pool = httpx.AsyncHTTPTransport(limits=unlimited)
+        self.errors = errors
+        self.pool = httpx.AsyncHTTPTransport(verify=self.tls, limits=CONNECTION_LIMITS)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         started = time.perf_counter()
@@ -109,16 +118,6 @@ class TimedTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.pool.aclose()
-
-
-class SharedTransport(httpx.AsyncBaseTransport):
-    """The pool as one farmhand's client sees it: closing that client leaves the pool open."""
-
-    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
-        self.transport = transport
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self.transport.handle_async_request(request)
 
 
 def board_cpu_s(board: BenchBoard) -> float:
@@ -169,7 +168,9 @@ class Result:
 
     @property
     def cycle_cpu_s(self) -> float:
-        return self.fleet_cpu_s / max(1, sum(self.completed.values()))
+        """Board CPU per completed job, its idle background work taken out."""
+        busy = self.fleet_cpu_s - self.idle_cpu_per_s * self.fleet_wall_s
+        return busy / max(1, sum(self.completed.values()))
 
 
 class Fleet:
@@ -179,28 +180,27 @@ class Fleet:
         self.board = board
         self.args = args
         self.result = result
-        self.transport = TimedTransport(result.latencies)
         self.stopping = asyncio.Event()
         self.output = Path(tempfile.mkdtemp(prefix="clipfarm-fleet-")) / "output.mp4"
         self.output.write_bytes(tiny_mp4())
         self.sha256 = hashlib.sha256(self.output.read_bytes()).hexdigest()
 
+    def timed(self) -> TimedTransport:
+        return TimedTransport(self.result.latencies, self.result.errors)
+
     def client(self, token: str | None) -> httpx.AsyncClient:
-        """A plain client (submitter, dashboard, /health) on the timed pool."""
+        """A plain client (submitter, dashboard, /health) with a timed pool of its own."""
         return httpx.AsyncClient(
             base_url=self.board.url,
             headers={"Authorization": f"Bearer {token}"} if token else {},
-            transport=SharedTransport(self.transport),
+            transport=self.timed(),
             timeout=httpx.Timeout(60.0, connect=10.0),
         )
 
     # ------------------------------------------------------------ a farmhand
 
-    async def farmhand(self, name: str, token: str, delay_s: float) -> None:
+    async def farmhand(self, hand: BoardClient, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
-        hand = BoardClient(
-            self.board.url, token, name=name, transport=SharedTransport(self.transport)
-        )
         try:
             await hand.status(paused=False, reason="", capabilities=CAPS)
             while not self.stopping.is_set():
@@ -217,17 +217,20 @@ class Fleet:
             await hand.aclose()
 
     async def render(self, hand: BoardClient, job_id: str, lease: str) -> None:
-        """The job's steps as ``farmhand.runner`` takes them, with a sleep for the render."""
+        """The job's steps as ``farmhand.runner`` takes them, with a sleep for the render: a
+        heartbeat not delivered is counted and the "render" goes on; a lost lease ends it."""
         args = self.args
         beats = max(1, round(args.job_s / args.heartbeat_s))
         try:
             context = await hand.context(job_id, lease)
             for beat in range(beats):
                 progress = Heartbeat(lease_token=lease, progress=beat / beats)
-                reply = await hand.heartbeat(job_id, progress, deadline_s=args.heartbeat_s)
-                if reply.cancel:
-                    self.result.errors["cancelled"] += 1
-                    return
+                try:
+                    await hand.heartbeat(job_id, progress, deadline_s=args.heartbeat_s)
+                except LeaseLost:
+                    raise
+                except BoardError as exc:
+                    self.result.errors[f"heartbeat: {type(exc).__name__}"] += 1
                 await asyncio.sleep(args.job_s / beats * random.uniform(0.9, 1.1))
             await hand.upload_output(
                 job_id, lease, self.output, sha256=self.sha256, url=context.output_url,
@@ -235,14 +238,14 @@ class Fleet:
             )  # fmt: skip
             await hand.complete(job_id, Complete(lease_token=lease), deadline_s=60)
             self.result.completed[job_id] += 1
-        except BoardError as exc:  # counted; then the job is reported, as the runner would
-            self.result.errors[f"job: {type(exc).__name__}: {exc.status}"] += 1
+        except LeaseLost:  # the board gave the job to another: nothing more is said about it
+            self.result.errors["lease lost"] += 1
+        except BoardError as exc:  # reported as a retryable failure, as the runner would
+            self.result.errors[f"job: {type(exc).__name__} {exc.status}"] += 1
             failure = Fail(lease_token=lease, error=str(exc)[:500], retryable=True)
-            try:
+            with contextlib.suppress(BoardError):
                 await hand.fail(job_id, failure, deadline_s=30)
                 self.result.failed.add(job_id)
-            except BoardError:
-                pass
 
     # ------------------------------------------------------------ submitter and dashboard
 
@@ -287,10 +290,8 @@ class Fleet:
                         last = now
 
     async def sleep(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
-        except TimeoutError:
-            pass
 
     # ------------------------------------------------------------ the phases
 
@@ -313,27 +314,38 @@ class Fleet:
             spent -= self.result.idle_cpu_per_s * (time.monotonic() - started)
             self.result.health_cpu_s = spent / (per_caller * HEALTH_CONCURRENCY)
 
-    async def run(self, tokens: list[str], submitter: str) -> None:
+    async def run(self, tokens: list[tuple[str, str]], submitter: str) -> None:
+        """The fleet for ``--seconds``, then until every farmhand has handed its job in."""
         args = self.args
         started_cpu, started = board_cpu_s(self.board), time.monotonic()
-        watcher = asyncio.create_task(self.watch_memory())
+        watchers = [
+            asyncio.create_task(self.watch_memory()),
+            asyncio.create_task(self.watch_loop()),
+        ]
         submitting = asyncio.create_task(self.submitter(submitter))
         await asyncio.sleep(1)  # a first batch is queued
         dashboard = asyncio.create_task(self.dashboard(self.board.admin_token))
+        clients = [
+            BoardClient(self.board.url, token, name=name, transport=self.timed())
+            for name, token in tokens
+        ]
+        # what lives the whole run stays out of the collector's full passes: scanning
+        # thousands of clients at each one would stall this loop, and every route's timing
+        gc.collect()
+        gc.freeze()
         hands = [
-            asyncio.create_task(self.farmhand(f"sim-{i:05d}", token, i * args.ramp_s / len(tokens)))
-            for i, token in enumerate(tokens)
+            asyncio.create_task(self.farmhand(hand, i * args.ramp_s / len(clients)))
+            for i, hand in enumerate(clients)
         ]
         await asyncio.sleep(args.seconds)
         self.stopping.set()
         # each farmhand finishes its job; one in a long-poll may still get one and render it
         await asyncio.wait([*hands, submitting], timeout=args.wait_s + args.job_s + 60)
         self.result.fleet_wall_s = time.monotonic() - started
-        spent = board_cpu_s(self.board) - started_cpu
-        self.result.fleet_cpu_s = spent - self.result.idle_cpu_per_s * self.result.fleet_wall_s
-        for task in (*hands, submitting, dashboard, watcher):
+        self.result.fleet_cpu_s = board_cpu_s(self.board) - started_cpu
+        for task in (*hands, submitting, dashboard, *watchers):
             task.cancel()
-        await asyncio.gather(*hands, submitting, dashboard, watcher, return_exceptions=True)
+        await asyncio.gather(*hands, submitting, dashboard, *watchers, return_exceptions=True)
 
     async def watch_memory(self) -> None:
         while True:
@@ -341,30 +353,21 @@ class Fleet:
             self.result.peak_rss = max(self.result.peak_rss, rss)
             await asyncio.sleep(1)
 
+    async def watch_loop(self) -> None:
+        """How late this process's event loop wakes up: the part of a route's time that is
+        the simulator's own (a busy loop reads answers late), not the board's."""
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(LOOP_TICK_S)
+            self.result.latencies.add(LOOP_LAG, time.perf_counter() - started - LOOP_TICK_S)
+
     async def count_states(self) -> None:
-        async with self.client(self.board.admin_token) as http:
+        """How many jobs the board has in each state (not timed)."""
+        headers = {"Authorization": f"Bearer {self.board.admin_token}"}
+        async with httpx.AsyncClient(base_url=self.board.url, headers=headers) as http:
             for state in STATES:
                 answer = await http.get(routes.JOBS, params={"state": state, "limit": 1})
                 self.result.states[state] = answer.raise_for_status().json()["total"]
-
-    async def close(self) -> None:
-        await self.transport.aclose()
-
-
-async def issue_tokens(board: BenchBoard, count: int) -> list[str]:
-    """A farmhand token per simulated farmhand, through the admin API, eight at a time."""
-    names = [f"sim-{i:05d}" for i in range(count)]
-    tokens: dict[str, str] = {}
-    headers = {"Authorization": f"Bearer {board.admin_token}"}
-    async with httpx.AsyncClient(base_url=board.url, headers=headers, timeout=60) as http:
-
-        async def issue(batch: list[str]) -> None:
-            for name in batch:
-                answer = await http.post(routes.TOKENS, json={"role": "farmhand", "name": name})
-                tokens[name] = answer.raise_for_status().json()["token"]
-
-        await asyncio.gather(*(issue(names[i::8]) for i in range(8)))
-    return [tokens[name] for name in names]
 
 
 def run_board(label: str, args: argparse.Namespace, source: Path | None) -> Result:
@@ -374,23 +377,22 @@ def run_board(label: str, args: argparse.Namespace, source: Path | None) -> Resu
     result = Result(label, Latencies())
     me = psutil.Process()
     try:
+        names = [f"sim-{i:05d}" for i in range(args.farmhands)]
+        tokens = list(zip(names, board.issue_tokens("farmhand", names), strict=True))
+        submitter = board.token("submitter", "fleet-submitter")
 
         async def phases() -> None:
             fleet = Fleet(board, args, result)
-            try:
-                tokens = await issue_tokens(board, args.farmhands)
-                submitter = board.token("submitter", "fleet-submitter")
-                await fleet.measure_health()
-                cpu = me.cpu_times()
-                await fleet.run(tokens, submitter)
-                now = me.cpu_times()
-                result.simulator_cpu_s = now.user + now.system - cpu.user - cpu.system
-                await fleet.count_states()
-                result.errors.update(fleet.transport.errors)
-            finally:
-                await fleet.close()
+            await fleet.measure_health()
+            cpu = me.cpu_times()
+            await fleet.run(tokens, submitter)
+            now = me.cpu_times()
+            result.simulator_cpu_s = now.user + now.system - cpu.user - cpu.system
+            await fleet.count_states()
 
-        asyncio.run(phases())
+        # uvloop (a board dependency): less simulator CPU per request, more left to the board
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(phases())
     except BaseException:
         print(f"--- {label} board log:\n{board.log_tail()}", file=sys.stderr)
         raise
@@ -443,7 +445,12 @@ def main() -> None:
     parser.add_argument("--job-s", type=float, default=30.0)
     parser.add_argument("--heartbeat-s", type=float, default=10.0)
     parser.add_argument("--wait-s", type=float, default=20.0, help="claim long-poll")
-    parser.add_argument("--ramp-s", type=float, default=20.0, help="farmhands start over this long")
+    parser.add_argument(
+        "--ramp-s",
+        type=float,
+        help="farmhands start over this long (default: one job's length, so that their jobs "
+        "stay spread out instead of ending in waves)",
+    )
     parser.add_argument("--health", type=int, default=2000, help="GET /health calls measured")
     parser.add_argument("--engine", default="sqlite", choices=["sqlite", "postgres"])
     parser.add_argument("--workers", type=int, default=1, help="board serve --workers")
@@ -454,6 +461,7 @@ def main() -> None:
         "change), first, and print both side by side",
     )
     args = parser.parse_args()
+    args.ramp_s = args.job_s if args.ramp_s is None else args.ramp_s
     results = []
     if args.board_src is not None:
         results.append(run_board(f"{args.board_src.name} (src)", args, args.board_src))
