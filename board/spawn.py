@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Self
 
@@ -47,9 +47,9 @@ def free_port() -> int:
 class BoardProcess:
     """One ``board serve`` on ``127.0.0.1:port`` (``port`` None: a free one).
 
-    ``env`` is the whole environment of the board and of its ``board`` commands; ``cwd`` the
-    folder they run in (with ``PYTHONPATH`` in ``env``, a board from another checkout);
-    ``serve_args`` go after ``serve`` (``--workers 2``...)."""
+    ``env`` is the whole environment of the board and of its ``board`` commands (``BOARD_...``
+    settings included); ``cwd`` the folder they run in (with ``PYTHONPATH`` in ``env``, a board
+    from another checkout)."""
 
     def __init__(
         self,
@@ -57,14 +57,12 @@ class BoardProcess:
         log_path: Path,
         *,
         port: int | None = None,
-        serve_args: Sequence[str] = (),
         cwd: Path | None = None,
     ) -> None:
         self.env = {**env, "PYTHONUNBUFFERED": "1"}
         self.log_path = log_path
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.serve_args = list(serve_args)
         self.cwd = cwd
         self.proc: subprocess.Popen | None = None
         self.admin_token: str | None = None
@@ -124,7 +122,7 @@ class BoardProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "board.cli", "serve", "--host", "127.0.0.1",
-                 "--port", str(self.port), *self.serve_args],
+                 "--port", str(self.port)],
                 env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
