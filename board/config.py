@@ -41,6 +41,10 @@ class BoardConfig:
     max_upload_bytes: int = 20 * 1024**3
     max_json_bytes: int = 4 * 1024**2
     db_pool_size: int = 10  # PostgreSQL connections per board process (and as many overflow)
+    # uploads are probed in child processes: this many at once, each capped in memory and time
+    probe_concurrency: int = 2
+    probe_memory_mb: int = 1024  # address space, ffprobe's shared libraries included
+    probe_timeout_s: float = 30.0
     host: str = "127.0.0.1"
     port: int = 8000
     extra: dict = field(default_factory=dict)
@@ -103,6 +107,9 @@ def load_config(**overrides) -> BoardConfig:
         url_clip_estimate_s=_float("BOARD_URL_CLIP_ESTIMATE_S", 30.0),
         db_pool_size=max(1, int(_float("BOARD_DB_POOL_SIZE", 10))),
         max_upload_bytes=int(_float("BOARD_MAX_UPLOAD_BYTES", 20 * 1024**3)),
+        probe_concurrency=max(1, int(_float("BOARD_PROBE_CONCURRENCY", 2))),
+        probe_memory_mb=max(512, int(_float("BOARD_PROBE_MEMORY_MB", 1024))),
+        probe_timeout_s=max(1.0, _float("BOARD_PROBE_TIMEOUT_S", 30.0)),
         host=os.environ.get("BOARD_HOST", "127.0.0.1"),
         port=int(_float("BOARD_PORT", 8000)),
     )

@@ -18,6 +18,7 @@ from board.infra.db import Database
 from board.infra.metrics import Metrics
 from board.infra.models import farmhands
 from board.infra.notify import JobFeed
+from board.infra.probing import Prober
 from board.infra.storage import Storage
 from wire import Capabilities
 
@@ -89,8 +90,17 @@ class BoardState:
     online: OnlineFarm = field(default_factory=OnlineFarm)
     check_ins: dict[int, CheckIn] = field(default_factory=dict)
     unacknowledged: Unacknowledged = field(default_factory=Unacknowledged)
+    prober: Prober = field(init=False, repr=False)  # uploads' ffprobe runs (board.infra.probing)
     _refreshing: asyncio.Future | None = field(default=None, repr=False)
     _skills: dict = field(default_factory=dict, repr=False)  # farmhand id -> (caps text, Skills)
+
+    def __post_init__(self) -> None:
+        config = self.config
+        self.prober = Prober(
+            concurrency=config.probe_concurrency,
+            memory_bytes=config.probe_memory_mb * 1024**2,
+            timeout_s=config.probe_timeout_s,
+        )
 
     async def online_farm(self, max_age_s: float = 1.0) -> OnlineFarm:
         """Farmhands seen within the lease time and not paused, quarantined or revoked. Re-read

@@ -1,9 +1,13 @@
-"""Media uploads: streamed to storage, hashed on the way, probed with ffprobe, deduplicated per
-submitter by sha256. Non-media is refused with a message and leaves nothing behind."""
+"""Media uploads: streamed to storage, hashed on the way, deduplicated per submitter by sha256,
+probed with ffprobe. Non-media (a playlist, a list of other files, a file over the caps of
+``timeline.probe``) is refused with a message and leaves nothing behind.
+
+Bytes a submitter uploaded before are recognised by their sha256 before any probe: a repeat
+costs no ffprobe. Probes run through ``board.prober`` (``board.infra.probing``): child
+processes, a few at a time, each limited in memory and time."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import AsyncIterable
@@ -19,7 +23,7 @@ from board.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from board.infra.ids import new_id
 from board.infra.models import job_media, jobs, media, submitters
 from board.state import BoardState
-from timeline.probe import MediaInfo, ProbeError, probe
+from timeline.probe import MediaInfo, ProbeError
 from wire import ACTIVE_STATES, LEASE_HEADER, MediaView
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
@@ -82,8 +86,14 @@ async def upload_media(
     try:
         if written.size == 0:
             raise BadRequest(f"{name}: the upload is empty")
+        same = await board.db.query(
+            lambda conn: _same_bytes(conn, who.submitter_id, written.sha256)
+        )
+        if same is not None:  # uploaded before: that media, and no probe of the same bytes again
+            board.storage.delete(key)
+            return media_view(same), False
         try:
-            info = await asyncio.to_thread(probe, board.storage.local_path(key), label=name)
+            info = await board.prober.probe(board.storage.local_path(key), label=name)
         except ProbeError as exc:
             raise BadRequest(f"{exc.message} — upload a video, audio or image file") from None
         row = {
@@ -99,11 +109,7 @@ async def upload_media(
         }
 
         def unit(conn: Connection):
-            same = conn.execute(
-                select(media)
-                .where(media.c.submitter_id == who.submitter_id, media.c.sha256 == written.sha256)
-                .limit(1)
-            ).first()
+            same = _same_bytes(conn, who.submitter_id, written.sha256)  # one raced us here
             if same is None:
                 conn.execute(insert(media).values(**row))
             return same
@@ -116,6 +122,13 @@ async def upload_media(
         board.storage.delete(key)
         raise
     return media_view(row), True
+
+
+def _same_bytes(conn: Connection, submitter_id: int, sha256: str):
+    """This submitter's media with these bytes, if any."""
+    return conn.execute(
+        select(media).where(media.c.submitter_id == submitter_id, media.c.sha256 == sha256).limit(1)
+    ).first()
 
 
 async def get_media(board: BoardState, who: Principal, media_id: str) -> dict:
