@@ -14,6 +14,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from board.app import create_app
+    from board.infra.http_limits import server_options
     from board.infra.migrate import upgrade
 
     config = load_config(data_dir=args.data_dir, host=args.host, port=args.port)
@@ -32,8 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=args.access_log,
         timeout_graceful_shutdown=5,
-        # farmhands call every few seconds: keep their connections rather than redo TCP each time
-        timeout_keep_alive=65,
+        **server_options(config),
     )
     uvicorn.run(create_app(config), **options)
     return 0

@@ -45,6 +45,13 @@ class BoardConfig:
     probe_concurrency: int = 2
     probe_memory_mb: int = 1024  # address space, ffprobe's shared libraries included
     probe_timeout_s: float = 30.0
+    # HTTP: a request head must arrive within header_timeout_s of the connection (or of its
+    # first byte on a kept-alive one); an idle connection closes after keep_alive_s; past
+    # max_connections open connections and requests, new requests get 503
+    header_timeout_s: float = 10.0
+    keep_alive_s: float = 65.0
+    max_connections: int = 4096
+    max_streams_per_token: int = 16  # open event streams (jobs' and the dashboard's) per token
     host: str = "127.0.0.1"
     port: int = 8000
     extra: dict = field(default_factory=dict)
@@ -110,6 +117,10 @@ def load_config(**overrides) -> BoardConfig:
         probe_concurrency=max(1, int(_float("BOARD_PROBE_CONCURRENCY", 2))),
         probe_memory_mb=max(512, int(_float("BOARD_PROBE_MEMORY_MB", 1024))),
         probe_timeout_s=max(1.0, _float("BOARD_PROBE_TIMEOUT_S", 30.0)),
+        header_timeout_s=max(1.0, _float("BOARD_HEADER_TIMEOUT_S", 10.0)),
+        keep_alive_s=max(1.0, _float("BOARD_KEEP_ALIVE_S", 65.0)),
+        max_connections=max(8, int(_float("BOARD_MAX_CONNECTIONS", 4096))),
+        max_streams_per_token=max(1, int(_float("BOARD_MAX_STREAMS_PER_TOKEN", 16))),
         host=os.environ.get("BOARD_HOST", "127.0.0.1"),
         port=int(_float("BOARD_PORT", 8000)),
     )

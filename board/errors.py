@@ -18,6 +18,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RangeNotSatisfiable",
+    "TooManyRequests",
     "lease_lost",
 ]
 
@@ -44,6 +45,12 @@ class PayloadTooLarge(BoardError):
 
 class RangeNotSatisfiable(BoardError):
     status = 416
+
+
+class TooManyRequests(BoardError):
+    """The caller holds as much of the board as one token may (open event streams)."""
+
+    status = 429
 
 
 class InsufficientStorage(BoardError):

@@ -20,6 +20,7 @@ from board.infra.models import farmhands
 from board.infra.notify import JobFeed
 from board.infra.probing import Prober
 from board.infra.storage import Storage
+from board.infra.streams import StreamSlots
 from wire import Capabilities
 
 
@@ -91,6 +92,7 @@ class BoardState:
     check_ins: dict[int, CheckIn] = field(default_factory=dict)
     unacknowledged: Unacknowledged = field(default_factory=Unacknowledged)
     prober: Prober = field(init=False, repr=False)  # uploads' ffprobe runs (board.infra.probing)
+    streams: StreamSlots = field(init=False, repr=False)  # open event streams per token
     _refreshing: asyncio.Future | None = field(default=None, repr=False)
     _skills: dict = field(default_factory=dict, repr=False)  # farmhand id -> (caps text, Skills)
 
@@ -101,6 +103,7 @@ class BoardState:
             memory_bytes=config.probe_memory_mb * 1024**2,
             timeout_s=config.probe_timeout_s,
         )
+        self.streams = StreamSlots(config.max_streams_per_token)
 
     async def online_farm(self, max_age_s: float = 1.0) -> OnlineFarm:
         """Farmhands seen within the lease time and not paused, quarantined or revoked. Re-read

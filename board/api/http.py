@@ -2,12 +2,14 @@
 
 Every refusal is ``{"status_code": ..., "detail": ...}``: a service's ``BoardError`` with its
 own status, Litestar's own refusals (validation, body too large, auth) as Litestar words them,
-anything unexpected as a logged 500 that names only the exception's class.
+a body nested too deeply for the decoder as 400, anything unexpected as a logged 500 that names
+only the exception's class.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -45,6 +47,17 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
     return False
 
 
+def too_deep_handler(request: Request, exc: RecursionError) -> Response:
+    """Input nested deeper than Python's recursion limit (a JSON body of 100,000 ``[``): the
+    decoder gives up with RecursionError, which is the body's fault, not the board's."""
+    log.warning("refused a too deeply nested request on %s %s", request.method, request.url.path)
+    detail = (
+        "the body nests too deeply to be read (arrays or objects inside each other more than "
+        f"about {sys.getrecursionlimit()} levels); send a flatter body"
+    )
+    return Response({"status_code": 400, "detail": detail}, status_code=400)
+
+
 def internal_error_handler(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return Response(
@@ -55,6 +68,7 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
 ERROR_HANDLERS = {
     BoardError: board_error_handler,
     HTTPException: http_error_handler,
+    RecursionError: too_deep_handler,
     Exception: internal_error_handler,
 }
 

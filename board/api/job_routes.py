@@ -120,12 +120,13 @@ class JobsController(Controller):
         typed(JOB_EVENTS),
         summary="Live job updates (Server-Sent Events)",
         media_type="text/event-stream",
-        responses=errors(400, 404),
+        responses=errors(400, 404, 429),
     )
     async def events(self, request: Request, board: BoardState, job_id: str) -> ServerSentEvent:
         who: Principal = caller(request)
         first = await job_service.get_job(board, who, job_id)
-        return ServerSentEvent(_job_stream(board, who, job_id, first), event_type="job")
+        stream = board.streams.guard(who.token_id, who.name, _job_stream(board, who, job_id, first))
+        return ServerSentEvent(stream, event_type="job")
 
     @post(
         typed(JOB_CANCEL),

@@ -4,7 +4,7 @@ Every route's request body is in the schema: JSON bodies through their msgspec t
 own), streamed file uploads through ``streamed_body`` (Litestar documents a body it parses; an
 upload is streamed to storage, never parsed, so its operation says what it takes). Litestar
 documents a route's success status and a 400; the refusals the board really gives — 401/403 on
-every guarded route, 404, 409 from lease fencing, 413, 416, 507 — are declared here, so a client
+every guarded route, 404, 409 from lease fencing, 413, 416, 429, 507 — are declared here, so a client
 generated from the schema (and the schemathesis run in ``tests/reliability``) meets no status
 the schema does not name. Paths come from ``wire.routes`` (``typed`` adds Litestar's converters).
 """
@@ -30,6 +30,7 @@ WHY = {
     409: "Conflict: a stale lease, a final job, an idempotency key used for another body",
     413: "The body is larger than this route accepts",
     416: "The byte range cannot be satisfied",
+    429: "This token holds as many event streams open as one token may; close one",
     503: "The database cannot be reached",
     507: "The board's disk is full; nothing half-written was kept; try again later",
 }

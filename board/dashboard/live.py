@@ -104,8 +104,9 @@ async def live_events(
 ) -> Response:
     load = snapshot_loader(board, view, {"state": tab, "sort": sort, "page": page, "job": job})
     token = session_token(request)
+    who: Principal = caller(request)
     return ServerSentEvent(
-        _stream(board, token, load),
+        board.streams.guard(who.token_id, who.name, _stream(board, token, load)),
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 

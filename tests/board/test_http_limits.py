@@ -1,0 +1,206 @@
+"""What one client may hold of the board (issue 21, hole 4): time and bytes to send a request
+head, connections, event streams; and a body nested too deeply for the decoder is a 400.
+
+The server-level bounds are engine-independent and run on SQLite; the body and stream tests run
+on both engines."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import socket
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.board.actors import (
+    API,
+    Farmhand,
+    Submitter,
+    board_tracebacks,
+    http_client,
+    wait_until,
+)
+from tests.board.conftest import _start, board_with
+from tests.harness import RunningBoard
+
+HEAD_TIMEOUT_S = 3
+
+
+@pytest.fixture(scope="module")
+def strict_board(tmp_path_factory) -> Iterator[RunningBoard]:
+    env = {"BOARD_HEADER_TIMEOUT_S": str(HEAD_TIMEOUT_S), "BOARD_MAX_CONNECTIONS": "8"}
+    board = _start(tmp_path_factory, "sqlite", env)
+    yield board
+    board.close()
+
+
+def raw_connection(board: RunningBoard) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", board.port))
+    sock.settimeout(0.2)
+    return sock
+
+
+def closed_by_board(sock: socket.socket) -> bool:
+    """Whether the board closed ``sock`` (what it sent before closing is read and dropped)."""
+    try:
+        while chunk := sock.recv(65536):
+            del chunk
+        return True
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def trickle(sock: socket.socket, board: RunningBoard, *, every_s: float, for_s: float) -> float:
+    """Send a header line every ``every_s`` until the board closes ``sock``, checking that a
+    normal client is served meanwhile; returns how long the board let it go on."""
+    started = time.monotonic()
+    with httpx.Client(base_url=board.url, timeout=10) as normal:
+        for line in range(int(for_s / every_s)):
+            try:
+                sock.sendall(f"X-Slow-{line}: still here\r\n".encode())
+            except (BrokenPipeError, ConnectionResetError):
+                return time.monotonic() - started
+            assert normal.get("/health").status_code == 200  # the others are served meanwhile
+            if closed_by_board(sock):
+                return time.monotonic() - started
+            time.sleep(every_s)
+    raise AssertionError(f"the board let a slowloris send headers for {for_s:g} s")
+
+
+def test_a_slowloris_sending_a_header_line_every_second_is_cut_off(strict_board):
+    with raw_connection(strict_board) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: board\r\n")
+        lasted = trickle(sock, strict_board, every_s=1.0, for_s=30)
+    assert lasted < HEAD_TIMEOUT_S + 5
+
+
+def test_a_connection_that_sends_nothing_is_closed(strict_board):
+    with raw_connection(strict_board) as sock:
+        wait_until(lambda: closed_by_board(sock), timeout=HEAD_TIMEOUT_S + 10, every=0.1,
+                   what="the board to close a silent connection")  # fmt: skip
+
+
+def test_the_next_request_on_a_kept_alive_connection_has_the_same_deadline(strict_board):
+    with raw_connection(strict_board) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: board\r\n\r\n")
+        sock.settimeout(10)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        sock.settimeout(0.2)
+        sock.sendall(b"GET /health HTTP/1.1\r\n")
+        lasted = trickle(sock, strict_board, every_s=1.0, for_s=30)
+    assert lasted < HEAD_TIMEOUT_S + 5
+
+
+def test_a_request_head_over_64_kib_is_refused(strict_board):
+    with raw_connection(strict_board) as sock:
+        sock.settimeout(10)
+        try:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: board\r\nX-Big: " + b"a" * 200_000)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed while sending: it refused the rest
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b"over 64 KiB" in answer
+
+
+def test_past_the_connection_limit_new_requests_get_503_until_some_close(strict_board):
+    fh = Farmhand(strict_board)
+
+    def long_poll() -> int:
+        with http_client(strict_board, fh.token) as http:
+            body = {"farmhand": fh.name, "capabilities": fh.capabilities, "wait_s": 6}
+            return http.post(f"{API}/farmhand/claim", json=body, timeout=30).status_code
+
+    with httpx.Client(base_url=strict_board.url, timeout=10) as other:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            polls = [pool.submit(long_poll) for _ in range(8)]
+            refused = wait_until(
+                lambda: (r := other.get("/health")).status_code == 503 and r,
+                timeout=5,
+                every=0.05,
+                what="a 503 while 8 long-polls hold the board's 8 places",
+            )
+            assert refused.content == b"Service Unavailable"  # uvicorn's own answer
+            statuses = [p.result() for p in polls]
+        assert statuses.count(204) >= 7  # (one may have come in past the limit itself)
+        assert other.get("/health").status_code == 200
+    fh.close()
+
+
+# ---------------------------------------------------------------- bodies nested too deeply
+
+DEEP_ARRAY = b"[" * 100_000
+DEEP_OBJECT = b'{"a":' * 50_000  # under the farmhand routes' 256 KiB
+
+
+@pytest.mark.parametrize("body", [DEEP_ARRAY, DEEP_OBJECT], ids=["arrays", "objects"])
+def test_a_body_nested_100k_deep_is_a_400_not_a_500(shared_board, submitter, body):
+    fh = Farmhand(shared_board)
+    calls = [
+        (submitter.http, f"{API}/jobs"),
+        (submitter.http, f"{API}/jobs/batch"),
+        (fh.http, f"{API}/farmhand/claim"),
+        (fh.http, f"{API}/farmhand/status"),
+        (fh.http, f"{API}/farmhand/jobs/j-nope/heartbeat"),
+        (fh.http, f"{API}/farmhand/jobs/j-nope/complete"),
+    ]
+    for http, route in calls:
+        r = http.post(route, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400, (route, r.text)
+        assert "nests too deeply" in r.json()["detail"], (route, r.text)
+    fh.close()
+    assert not [line for line in board_tracebacks(shared_board) if "RecursionError" in line]
+
+
+# ---------------------------------------------------------------- event streams per token
+
+capped_board = board_with({"BOARD_MAX_STREAMS_PER_TOKEN": "2"})
+
+
+def open_stream(http: httpx.Client, url: str) -> httpx.Response:
+    """Start an event stream; the caller closes it."""
+    return http.send(http.build_request("GET", url), stream=True)
+
+
+def test_event_streams_past_the_cap_per_token_get_429(capped_board, media_dir):
+    alice = Submitter(capped_board)
+    clip = alice.upload(media_dir / "a.mp4")
+    job = alice.submit_ok(alice.compilation(clip["id"]))  # queued: its stream stays open
+    events = f"{API}/jobs/{job['id']}/events"
+    first, second = open_stream(alice.http, events), open_stream(alice.http, "/dashboard/events")
+    try:
+        assert first.status_code == 200 and second.status_code == 200
+        for url in (events, "/dashboard/events"):
+            third = open_stream(alice.http, url)
+            third.read()  # a refusal is short; a stream would be read until the timeout
+            assert third.status_code == 429, (url, third.text)
+            assert third.json()["detail"].startswith(
+                f"{alice.name} has 2 event streams open on this board already"
+            )
+        with http_client(capped_board, capped_board.admin_token) as admin:
+            theirs = open_stream(admin, events)  # another token has places of its own
+            assert theirs.status_code == 200
+            theirs.close()
+    finally:
+        first.close()
+
+    def reopened() -> httpx.Response | None:
+        r = open_stream(alice.http, events)
+        if r.status_code == 200:
+            return r
+        r.close()
+        return None
+
+    again = wait_until(reopened, timeout=10, what="a place freed by the closed stream")
+    again.close()
+    second.close()
+    alice.close()
