@@ -78,6 +78,12 @@ def _eligible(skills: Skills, gpu_codecs: frozenset[str]):
 
 
 @functools.lru_cache(maxsize=256)
+def _first_candidate(skills: Skills, gpu_codecs: frozenset[str]):
+    """The best claimable job, its row locked (skipping rows other claimers hold)."""
+    return _candidates(skills, gpu_codecs).limit(1).with_for_update(skip_locked=True, of=jobs)
+
+
+@functools.lru_cache(maxsize=256)
 def _candidates(skills: Skills, gpu_codecs: frozenset[str]):
     """Claimable jobs this farmhand can do, best first (bind ``now`` and ``grace_cut``). Built
     once per kind of farmhand: building the expression costs more than running it."""
@@ -109,23 +115,28 @@ def _better_left_to_others(row, farmhand_id: int, online: OnlineFarm) -> bool:
     )
 
 
-def _may_claim(conn: Connection, farmhand_id: int, slots: int) -> Refusal | None:
-    """Whether the farmhand may take a job now, its row locked for the rest of the claim."""
-    me = conn.execute(
-        select(farmhands.c.state, tokens.c.revoked_at)
-        .select_from(farmhands.join(tokens, tokens.c.id == farmhands.c.token_id))
-        .where(farmhands.c.id == farmhand_id)
-        .with_for_update(of=farmhands)
-    ).first()
+_FARMHAND = (
+    select(farmhands.c.state, tokens.c.revoked_at)
+    .select_from(farmhands.join(tokens, tokens.c.id == farmhands.c.token_id))
+    .where(farmhands.c.id == bindparam("b_id"))
+)
+_FARMHAND_LOCKED = _FARMHAND.with_for_update(of=farmhands)
+_HELD_COUNT = (
+    select(func.count())
+    .select_from(jobs)
+    .where(jobs.c.farmhand_id == bindparam("b_id"), jobs.c.state.in_(ACTIVE_STATES))
+)
+
+
+def _may_claim(conn: Connection, farmhand_id: int, slots: int, *, lock: bool) -> Refusal | None:
+    """Whether the farmhand may take a job now; with ``lock``, its row stays locked for the rest
+    of the claim's transaction."""
+    me = conn.execute(_FARMHAND_LOCKED if lock else _FARMHAND, {"b_id": farmhand_id}).first()
     if me is None or me.revoked_at is not None or me.state == "revoked":
         raise Forbidden("this farmhand's token was revoked")
     if me.state != "active":
         return Refusal.STOPPED
-    held = conn.execute(
-        select(func.count())
-        .select_from(jobs)
-        .where(jobs.c.farmhand_id == farmhand_id, jobs.c.state.in_(ACTIVE_STATES))
-    ).scalar_one()
+    held = conn.execute(_HELD_COUNT, {"b_id": farmhand_id}).scalar_one()
     return Refusal.FULL if held >= slots else None
 
 
@@ -136,19 +147,30 @@ async def _try_claim(
     now = time.time()
     online = await board.online_farm()
     candidates = _candidates(skills, online.gpu_codecs)
+    first = _first_candidate(skills, online.gpu_codecs)
     binds = {"now": now, "grace_cut": now - config.gpu_grace_s}
 
+    def look(conn: Connection) -> Refusal | None:
+        refused = _may_claim(conn, farmhand_id, slots, lock=False)
+        if refused is not None:
+            return refused
+        return None if conn.execute(first, binds).first() else Refusal.NO_JOB
+
     def take_best(conn: Connection) -> tuple[str, str, float] | Refusal:
-        refused = _may_claim(conn, farmhand_id, slots)
+        refused = _may_claim(conn, farmhand_id, slots, lock=True)
         if refused is not None:
             return refused
         walk_indexes_in_order(conn)
         passed: list[str] = []
         while True:
-            query = candidates.where(jobs.c.id.not_in(passed)) if passed else candidates
-            row = conn.execute(
-                query.limit(1).with_for_update(skip_locked=True, of=jobs), binds
-            ).first()
+            query = first
+            if passed:  # rare: every job before these was failed by this farmhand
+                query = (
+                    candidates.where(jobs.c.id.not_in(passed))
+                    .limit(1)
+                    .with_for_update(skip_locked=True, of=jobs)
+                )
+            row = conn.execute(query, binds).first()
             if row is None:
                 return Refusal.NO_JOB
             passed.append(row.id)
@@ -167,7 +189,9 @@ async def _try_claim(
             if taken is not None:
                 return (row.id, *taken)
 
-    found = await board.db.transact(take_best)
+    # A reader answers the claims that cannot take anything (most of an idle fleet's), so only
+    # a claim with something to take waits for the writer; which job it gets is decided there.
+    found = await board.db.query(look) or await board.db.transact(take_best)
     if isinstance(found, Refusal):
         return found
     job_id, lease_token, expires = found

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import msgspec
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -370,19 +370,32 @@ def _visible(who: Principal, query):
     return query if who.is_admin else query.where(jobs.c.submitter_id == who.submitter_id)
 
 
+# Read on every look at a job (its page, its event stream, every answer about it): built once.
+_JOB_BY_ID = job_select().where(jobs.c.id == bindparam("b_id"))
+_JOB_ID = select(jobs.c.id).where(jobs.c.id == bindparam("b_id"))
+_SUBMITTERS = jobs.c.submitter_id == bindparam("b_submitter")
+_VISIBLE = {
+    True: (_JOB_BY_ID, _JOB_ID),  # an admin sees every job
+    False: (_JOB_BY_ID.where(_SUBMITTERS), _JOB_ID.where(_SUBMITTERS)),
+}
+
+
+def _read_visible(who: Principal, job_id: str, which: int):
+    query = _VISIBLE[who.is_admin][which]
+    params = {"b_id": job_id, "b_submitter": who.submitter_id}
+    return lambda conn: conn.execute(query, params).first()
+
+
 async def get_job(board: BoardState, who: Principal, job_id: str) -> JobView:
     """The job, if ``who`` may see it (its submitter or an admin; others get 404)."""
-    query = _visible(who, job_select().where(jobs.c.id == job_id))
-    row = await board.db.query(lambda conn: conn.execute(query).first())
+    row = await board.db.query(_read_visible(who, job_id, 0))
     if row is None:
         raise NotFound(f"no job {job_id}")
     return job_view(row)
 
 
 async def check_owner(board: BoardState, who: Principal, job_id: str) -> None:
-    query = _visible(who, select(jobs.c.id).where(jobs.c.id == job_id))
-    found = await board.db.query(lambda conn: conn.execute(query).first())
-    if found is None:
+    if await board.db.query(_read_visible(who, job_id, 1)) is None:
         raise NotFound(f"no job {job_id}")
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Text, insert, select, type_coerce, update
+from sqlalchemy import Text, bindparam, insert, select, type_coerce, update
 from sqlalchemy.engine import Connection
 
 from board.domain.tokens import Principal
@@ -39,6 +39,25 @@ STDERR_TAIL_MAX = 8000
 # Stages that move bytes over the network: their speed is the link's, not ffmpeg's, so they are
 # not watched for stalls (the lease still is). A stage change counts as progress.
 TRANSFER_STAGES = ("fetching", "uploading")
+# The statements every farmhand call runs, built once; values are bound per call (``b_*`` name
+# the WHERE's, the rest are the columns written), so SQLAlchemy reuses their compiled form.
+_INSERT_EVENT = insert(job_events)
+_FENCED_UPDATE = update(jobs).where(
+    jobs.c.id == bindparam("b_id"),
+    jobs.c.lease_token == bindparam("b_lease"),
+    jobs.c.state.in_(ACTIVE_STATES),
+)
+_END_ATTEMPT = update(attempts).where(
+    attempts.c.lease_token == bindparam("b_lease"), attempts.c.outcome.is_(None)
+)
+_FARMHAND_SEEN = update(farmhands).where(farmhands.c.id == bindparam("b_id"))
+_TAKE_QUEUED = update(jobs).where(jobs.c.id == bindparam("b_id"), jobs.c.state == "queued")
+_INSERT_ATTEMPT = insert(attempts)
+_FARMHAND_DID_ONE = (
+    update(farmhands)
+    .where(farmhands.c.id == bindparam("b_id"))
+    .values(consecutive_failures=0, jobs_done=farmhands.c.jobs_done + 1)
+)
 # What a job held no more looks like in every way back to the queue.
 BACK_IN_QUEUE = {
     "lease_token": None,
@@ -89,14 +108,15 @@ def record_event(
     at: float | None = None,
 ) -> None:
     conn.execute(
-        insert(job_events).values(
-            job_id=job_id,
-            at=at or time.time(),
-            from_state=from_state,
-            to_state=to_state,
-            farmhand=farmhand,
-            message=message[:2000],
-        )
+        _INSERT_EVENT,
+        {
+            "job_id": job_id,
+            "at": at or time.time(),
+            "from_state": from_state,
+            "to_state": to_state,
+            "farmhand": farmhand,
+            "message": message[:2000],
+        },
     )
 
 
@@ -111,17 +131,7 @@ def _move(
 ) -> None:
     """Change a held job's state under its lease (LeaseLost when that lease no longer holds it)
     and record the event."""
-    result = conn.execute(
-        update(jobs)
-        .where(
-            jobs.c.id == job.id,
-            jobs.c.lease_token == job.lease_token,
-            jobs.c.state.in_(ACTIVE_STATES),
-        )
-        .values(state=to_state, updated_at=now, **values)
-    )
-    if result.rowcount != 1:
-        raise lease_lost(job.id)
+    _fenced_update(conn, job, {"state": to_state, "updated_at": now, **values})
     record_event(conn, job.id, job.state, to_state, farmhand=job.farmhand, message=message, at=now)
 
 
@@ -131,10 +141,15 @@ def _end_attempt(
     if values.get("stderr_tail"):
         values["stderr_tail"] = values["stderr_tail"][-STDERR_TAIL_MAX:]
     conn.execute(
-        update(attempts)
-        .where(attempts.c.lease_token == lease_token, attempts.c.outcome.is_(None))
-        .values(outcome=outcome, ended_at=at, **values)
+        _END_ATTEMPT, {"b_lease": lease_token, "outcome": outcome, "ended_at": at, **values}
     )
+
+
+def _fenced_update(conn: Connection, job: Held, values: dict[str, Any]) -> None:
+    """Write ``values`` to a held job only while its lease still holds it; LeaseLost if not."""
+    result = conn.execute(_FENCED_UPDATE, {"b_id": job.id, "b_lease": job.lease_token, **values})
+    if result.rowcount != 1:
+        raise lease_lost(job.id)
 
 
 # ---------------------------------------------------------------- leases and fencing
@@ -174,29 +189,31 @@ class Held:
     progress: float
 
 
-_HELD = select(
-    jobs.c.id,
-    jobs.c.state,
-    jobs.c.attempts,
-    jobs.c.max_attempts,
-    jobs.c.farmhand_id,
-    farmhands.c.name.label("farmhand"),
-    jobs.c.submitter_id,
-    jobs.c.stage,
-    jobs.c.progress,
-    type_coerce(jobs.c.failed_by, Text).label("failed_by"),
-).select_from(jobs.outerjoin(farmhands, farmhands.c.id == jobs.c.farmhand_id))
+_HELD = (
+    select(
+        jobs.c.id,
+        jobs.c.state,
+        jobs.c.attempts,
+        jobs.c.max_attempts,
+        jobs.c.farmhand_id,
+        farmhands.c.name.label("farmhand"),
+        jobs.c.submitter_id,
+        jobs.c.stage,
+        jobs.c.progress,
+        type_coerce(jobs.c.failed_by, Text).label("failed_by"),
+    )
+    .select_from(jobs.outerjoin(farmhands, farmhands.c.id == jobs.c.farmhand_id))
+    .where(
+        jobs.c.id == bindparam("b_id"),
+        jobs.c.lease_token == bindparam("b_lease"),
+        jobs.c.state.in_(ACTIVE_STATES),
+    )
+)
 
 
 def held_job(conn: Connection, job_id: str, lease_token: str) -> Held:
     """The job, if ``lease_token`` still holds it; LeaseLost otherwise."""
-    row = conn.execute(
-        _HELD.where(
-            jobs.c.id == job_id,
-            jobs.c.lease_token == lease_token,
-            jobs.c.state.in_(ACTIVE_STATES),
-        )
-    ).first()
+    row = conn.execute(_HELD, {"b_id": job_id, "b_lease": lease_token}).first()
     if row is None:
         raise lease_lost(job_id)
     return Held(
@@ -270,31 +287,32 @@ def grant_lease(
     lease_token = new_lease_token(token_id)
     expires = now + lease_s
     taken = conn.execute(
-        update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.state == "queued")
-        .values(
-            state="claimed",
-            lease_token=lease_token,
-            lease_expires_at=expires,
-            farmhand_id=farmhand_id,
-            attempts=attempt,
-            claimed_at=now,
-            progress_at=now,
-            stage="claimed",
-            progress=0.0,
-            updated_at=now,
-        )
+        _TAKE_QUEUED,
+        {
+            "b_id": job_id,
+            "state": "claimed",
+            "lease_token": lease_token,
+            "lease_expires_at": expires,
+            "farmhand_id": farmhand_id,
+            "attempts": attempt,
+            "claimed_at": now,
+            "progress_at": now,
+            "stage": "claimed",
+            "progress": 0.0,
+            "updated_at": now,
+        },
     )
     if taken.rowcount != 1:
         return None
     conn.execute(
-        insert(attempts).values(
-            job_id=job_id,
-            number=attempt,
-            farmhand_id=farmhand_id,
-            lease_token=lease_token,
-            started_at=now,
-        )
+        _INSERT_ATTEMPT,
+        {
+            "job_id": job_id,
+            "number": attempt,
+            "farmhand_id": farmhand_id,
+            "lease_token": lease_token,
+            "started_at": now,
+        },
     )
     record_event(
         conn, job_id, "queued", "claimed", farmhand=farmhand, message=f"attempt {attempt}", at=now
@@ -331,9 +349,7 @@ async def heartbeat(
             _move(conn, held, "running", values, message=beat.stage, now=now)
         else:
             _move_quietly(conn, held, values, now=now)
-        conn.execute(
-            update(farmhands).where(farmhands.c.id == held.farmhand_id).values(last_seen_at=now)
-        )
+        conn.execute(_FARMHAND_SEEN, {"b_id": held.farmhand_id, "last_seen_at": now})
         return held.state
 
     was = await board.db.transact(unit)
@@ -346,13 +362,7 @@ async def heartbeat(
 
 def _move_quietly(conn: Connection, job: Held, values: dict[str, Any], *, now: float) -> None:
     """Update a held job without changing its state (progress): no event."""
-    result = conn.execute(
-        update(jobs)
-        .where(jobs.c.id == job.id, jobs.c.lease_token == job.lease_token)
-        .values(updated_at=now, **values)
-    )
-    if result.rowcount != 1:
-        raise lease_lost(job.id)
+    _fenced_update(conn, job, {"updated_at": now, **values})
 
 
 async def complete(
@@ -400,11 +410,7 @@ async def complete(
             encoder=done.encoder or None,
             stderr_tail=done.stderr_tail or None,
         )
-        conn.execute(
-            update(farmhands)
-            .where(farmhands.c.id == held.farmhand_id)
-            .values(consecutive_failures=0, jobs_done=farmhands.c.jobs_done + 1, last_seen_at=now)
-        )
+        conn.execute(_FARMHAND_DID_ONE, {"b_id": held.farmhand_id, "last_seen_at": now})
 
     await board.db.transact(unit)
     announce(board, [Moved(job_id, "succeeded")])

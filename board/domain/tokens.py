@@ -12,7 +12,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
 from board.errors import BadRequest, Conflict, NotFound
@@ -114,7 +114,11 @@ async def revoke(board: BoardState, name: str, *, reason: str = "") -> None:
     board.feed.farm_changed(wake_all=True)
 
 
-_SELECT_TOKEN = select(tokens.c.id, tokens.c.name, tokens.c.role, tokens.c.submitter_id)
+# Every request runs it: built once, its values bound per call (SQLAlchemy then reuses the
+# compiled statement without building it again).
+_SELECT_TOKEN = select(tokens.c.id, tokens.c.name, tokens.c.role, tokens.c.submitter_id).where(
+    tokens.c.token_hash == bindparam("digest"), tokens.c.revoked_at.is_(None)
+)
 
 
 async def authenticate(db: Database, token: str) -> Principal | None:
@@ -125,9 +129,7 @@ async def authenticate(db: Database, token: str) -> Principal | None:
     digest = hash_token(token)
 
     def lookup(conn: Connection) -> Principal | None:
-        row = conn.execute(
-            _SELECT_TOKEN.where(tokens.c.token_hash == digest, tokens.c.revoked_at.is_(None))
-        ).first()
+        row = conn.execute(_SELECT_TOKEN, {"digest": digest}).first()
         if row is None:
             return None
         return Principal(

@@ -2,19 +2,22 @@
 
 A *unit of work* is a plain function of a SQLAlchemy Core ``Connection``. ``transact(fn)`` runs
 it in one transaction that is committed when it returns and rolled back when it raises;
-``query(fn)`` runs it on a read-only snapshot. Both go through ``AsyncConnection.run_sync`` on
-the async drivers (aiosqlite, asyncpg), so services are written once, in plain synchronous Core,
-and never hold a transaction open across an ``await`` of their own. Callers never ask which
-engine they are on; what differs is decided here, when the engines are made:
+``query(fn)`` runs it on a read-only snapshot. Services are written once, in plain synchronous
+Core, and never hold a transaction open across an ``await`` of their own. Callers never ask
+which engine they are on; what differs is decided here, when the engines are made:
 
-- **SQLite** (the embedded default) runs in WAL mode. Writes share one connection, so units of
-  work queue for it, and each transaction begins with ``BEGIN IMMEDIATE``: it holds the write
-  lock from its first read, so a claim that reads a job as free and then takes it cannot race
-  another writer (another process included). Readers have connections of their own and never
-  wait for the writer.
-- **PostgreSQL** has one pooled engine for both. Claims lock the row they take with ``FOR UPDATE
-  SKIP LOCKED``, which SQLAlchemy's SQLite dialect leaves out (``BEGIN IMMEDIATE`` already made
-  the writer alone there), so the claim query is one statement for both engines.
+- **SQLite** (the embedded default) runs in WAL mode, on Python's own driver, each unit whole on
+  a thread of the database's: writes on one thread and one connection, so units of work queue
+  for it, each transaction beginning with ``BEGIN IMMEDIATE`` (it holds the write lock from its
+  first read, so a claim that reads a job as free and then takes it cannot race another writer,
+  another process included); reads on a few threads with connections of their own, which never
+  wait for the writer. (Through aiosqlite every statement of a unit went to its thread and back
+  through the event loop, and the one write connection stayed held for those round trips: under
+  a fleet's load the writer's queue grew without bound. BENCHMARKS.md, "Fleet".)
+- **PostgreSQL** has one pooled engine on asyncpg; units run through ``AsyncConnection.run_sync``.
+  Claims lock the row they take with ``FOR UPDATE SKIP LOCKED``, which SQLAlchemy's SQLite
+  dialect leaves out (``BEGIN IMMEDIATE`` already made the writer alone there), so the claim
+  query is one statement for both engines.
 
 Values one engine would store and the other refuse (text with NUL, integers past 64 bits) are
 refused on both, before the statement runs, as ``BadRequest``; a value the database itself
@@ -23,12 +26,15 @@ refuses is a ``BadRequest`` with its reason. See docs/architecture.md ("Storage 
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import Insert, Table, event, text
+from sqlalchemy import Insert, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -83,15 +89,12 @@ def refused_values_are_bad_requests():
         raise
 
 
-def _sqlite_engine(url: str, *, begin: str, connections: int) -> AsyncEngine:
-    """An aiosqlite engine whose transactions start with ``begin``. SQLAlchemy's documented way
-    to choose the BEGIN: take transaction control from the driver on connect, emit it on the
-    engine's "begin" event (savepoints then work too)."""
-    engine = create_async_engine(
-        url, pool_size=connections, max_overflow=0, pool_timeout=60, connect_args={"timeout": 30}
-    )
+def _sqlite_pragmas(engine: Engine, begin: str) -> None:
+    """WAL and friends on every connection, and transactions that start with ``begin``:
+    SQLAlchemy's documented way to choose the BEGIN is to take transaction control from the
+    driver on connect and emit it on the engine's "begin" event (savepoints then work too)."""
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -104,11 +107,24 @@ def _sqlite_engine(url: str, *, begin: str, connections: int) -> AsyncEngine:
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:
         conn.exec_driver_sql(begin)
 
-    _refuse_unstorable_values(engine.sync_engine)
+    _refuse_unstorable_values(engine)
+
+
+def _sqlite_engine(url: str, *, begin: str, connections: int) -> Engine:
+    """A stdlib-sqlite3 engine whose transactions start with ``begin``, its connections usable
+    from the database's threads."""
+    engine = create_engine(
+        url.replace("sqlite+aiosqlite://", "sqlite://"),
+        pool_size=connections,
+        max_overflow=0,
+        pool_timeout=60,
+        connect_args={"timeout": 30, "check_same_thread": False},
+    )
+    _sqlite_pragmas(engine, begin)
     return engine
 
 
@@ -123,46 +139,68 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
-        if url.startswith("sqlite"):
+        self._sqlite = url.startswith("sqlite")
+        if self._sqlite:
             path = url.split(":///", 1)[1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._writer = _sqlite_engine(url, begin="BEGIN IMMEDIATE", connections=1)
             self._reader = _sqlite_engine(url, begin="BEGIN", connections=SQLITE_READERS)
+            self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
+            self._thread_connection = threading.local()  # each database thread's connection
+            self._opened: list[Connection] = []
+            self._read_threads = ThreadPoolExecutor(SQLITE_READERS, thread_name_prefix="db-reader")
         else:
-            self._writer = create_async_engine(
+            self._engine = create_async_engine(
                 url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=300
             )
-            _refuse_unstorable_values(self._writer.sync_engine)
-            self._reader = self._writer
-
-    @property
-    def dialect(self) -> str:
-        """``"sqlite"`` or ``"postgresql"``: for the operator's eyes (logs, /metrics)."""
-        return self._writer.dialect.name
+            _refuse_unstorable_values(self._engine.sync_engine)
 
     async def transact(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(connection)`` as one atomic unit of work: all of it is committed, or none of
         it (any exception). ``fn`` must not block on anything but the database; side effects
         outside the database belong after the await."""
         with refused_values_are_bad_requests():
-            async with self._writer.connect() as conn:
+            if self._sqlite:
+                return await self._on_thread(self._write_thread, self._writer, fn)
+            async with self._engine.connect() as conn:
                 return await conn.run_sync(_committed, fn)
 
     async def query(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(connection)`` on a read-only snapshot of the database."""
         with refused_values_are_bad_requests():
-            async with self._reader.connect() as conn:
+            if self._sqlite:
+                return await self._on_thread(self._read_threads, self._reader, fn)
+            async with self._engine.connect() as conn:
                 return await conn.run_sync(_committed, fn)
+
+    async def _on_thread(self, threads: ThreadPoolExecutor, engine: Engine, fn: Callable) -> T:
+        """``fn`` in a transaction on one of ``threads``, on that thread's own connection (kept
+        for the thread's life: a pool checkout per unit cost as much as a small unit)."""
+
+        def unit():
+            conn = getattr(self._thread_connection, "conn", None)
+            if conn is None or conn.closed or conn.invalidated:
+                conn = self._thread_connection.conn = engine.connect()
+                self._opened.append(conn)
+            return _committed(conn, fn)
+
+        return await asyncio.get_running_loop().run_in_executor(threads, unit)
 
     async def ping(self) -> None:
         """Raise unless the database answers."""
         await self.query(lambda conn: conn.execute(text("SELECT 1")).scalar())
 
     async def dispose(self) -> None:
-        await self._writer.dispose()
-        if self._reader is not self._writer:
-            await self._reader.dispose()
+        if self._sqlite:
+            for threads in (self._write_thread, self._read_threads):
+                threads.shutdown(wait=True)
+            for conn in self._opened:
+                conn.close()
+            self._writer.dispose()
+            self._reader.dispose()
+        else:
+            await self._engine.dispose()
 
 
 def insert_or_ignore(conn: Connection, table: Table) -> Insert:
@@ -183,7 +221,9 @@ def walk_indexes_in_order(conn: Connection) -> None:
 
 
 def migration_engine(url: str) -> AsyncEngine:
-    """An engine for alembic: no pool, and on SQLite the same pragmas as the app."""
+    """An engine for alembic (async, as ``migrations/env.py`` runs it): no pool, and on SQLite
+    the same pragmas as the app."""
+    engine = create_async_engine(url, poolclass=NullPool)
     if url.startswith("sqlite"):
-        return _sqlite_engine(url, begin="BEGIN IMMEDIATE", connections=1)
-    return create_async_engine(url, poolclass=NullPool)
+        _sqlite_pragmas(engine.sync_engine, "BEGIN IMMEDIATE")
+    return engine
