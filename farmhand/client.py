@@ -216,8 +216,8 @@ class BoardClient:
         url: str | None = None,
     ) -> UploadStatus:
         """Upload ``path`` resumably to ``url`` (the context's ``output_url``; None: the board's
-        own upload route): ask how much arrived, send the rest; after a cut, ask again and
-        continue. Retried until ``deadline_s``."""
+        own upload route): send it whole; after a cut, ask how much arrived and send the rest.
+        Retried until ``deadline_s``."""
         url = url or routes.path(routes.JOB_UPLOAD, job_id=job_id)
         size = path.stat().st_size
         declared = {
@@ -226,18 +226,27 @@ class BoardClient:
             UPLOAD_SIZE_HEADER: str(size),
         }
         what = f"upload of {job_id}"
-        return await retried_async(
-            lambda: self._upload_once(url, what, path, declared, size), deadline_s=deadline_s
-        )
+        tries = 0
+
+        async def once() -> UploadStatus:
+            nonlocal tries
+            tries += 1  # a lease's first try has nothing to resume: no need to ask
+            return await self._upload_once(url, what, path, declared, size, resume=tries > 1)
+
+        return await retried_async(once, deadline_s=deadline_s)
 
     async def _upload_once(
-        self, url: str, what: str, path: Path, declared: dict[str, str], size: int
+        self, url: str, what: str, path: Path, declared: dict[str, str], size: int, *, resume: bool
     ) -> UploadStatus:
-        answer = await self._call("GET", url, f"{what} (status)", deadline_s=30, headers=declared)
-        status = msgspec.json.decode(answer.content, type=UploadStatus)
-        if status.complete and status.size == size:
-            return status
-        offset = status.received if status.size == size else 0
+        offset = 0
+        if resume:
+            answer = await self._call(
+                "GET", url, f"{what} (status)", deadline_s=30, headers=declared
+            )
+            status = msgspec.json.decode(answer.content, type=UploadStatus)
+            if status.complete and status.size == size:
+                return status
+            offset = status.received if status.size == size else 0
         headers = {
             **declared,
             "Content-Type": "application/octet-stream",
