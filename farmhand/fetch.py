@@ -94,6 +94,13 @@ class ChecksumMismatch(FetchTransientError):
     """The downloaded bytes do not match the board's size or sha256 (deleted; retried once)."""
 
 
+def _on_board(client: httpx.AsyncClient, url: str) -> bool:
+    """Whether ``url`` (a path, or an absolute URL) is on the board ``client`` talks to."""
+    target = client.base_url.join(url)
+    board = client.base_url
+    return (target.scheme, target.host, target.port) == (board.scheme, board.host, board.port)
+
+
 def board_headers(token: str, lease_token: str) -> dict[str, str]:
     """The headers of a media download for a job this farmhand holds."""
     return {"Authorization": f"Bearer {token}", LEASE_HEADER: lease_token}
@@ -224,6 +231,10 @@ async def _download_resumable(
         request_headers = {**headers, "Accept-Encoding": "identity"}
         if have:
             request_headers["Range"] = f"bytes={have}-"
+        if not _on_board(client, ref.url):  # a presigned URL elsewhere: the token stays home
+            request_headers = {
+                k: v for k, v in request_headers.items() if k.lower() != "authorization"
+            }
         async with client.stream("GET", ref.url, headers=request_headers) as response:
             status = response.status_code
             if status == 206 and not _range_starts_at(response, have):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
+import msgspec
 import pytest
 
 from farmhand.cache import MediaCache
@@ -242,3 +244,18 @@ async def test_fetch_all_fails_on_the_first_permanent_error(media_dir, server, c
         with pytest.raises(FetchPermanentError, match="ghost"):
             await fetch_all(sources, client=client, cache=cache, media=refs, headers={},
                             max_bytes=10 * 1024**2)  # fmt: skip
+
+
+async def test_media_at_a_url_off_the_board_is_fetched_without_the_farmhand_token(
+    media_dir, server, cache
+):
+    """A context may point media at another host (object storage's presigned URLs): the
+    farmhand's token is for the board only."""
+    ref = serve_media(server, "m-off", media_dir / "b.mp4")
+    elsewhere = msgspec.structs.replace(ref, url=f"{server.url}{ref.url}")
+    # the client's board is another origin than the server holding the bytes
+    async with httpx.AsyncClient(base_url="http://board.invalid:9", timeout=10) as client:
+        path = await fetch_media(client, elsewhere, board_headers("tok", "lease-9"), cache=cache)
+    assert path.read_bytes() == (media_dir / "b.mp4").read_bytes()
+    [request] = server.gets(ref.url)
+    assert "Authorization" not in request.headers
