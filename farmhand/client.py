@@ -46,7 +46,7 @@ __all__ = ["BoardClient", "BoardError", "BoardUnreachable", "LeaseLost", "sha256
 
 log = logging.getLogger("farmhand.client")
 UPLOAD_CHUNK = 1024 * 1024
-# On a farmhand's call about a job it holds, 409 means the lease is gone (DESIGN.md "Fencing").
+# On a farmhand's call about a job it holds, 409 means the lease is gone (docs/architecture.md, "Job lifecycle").
 LEASE_ERRORS = {409: LeaseLost}
 # Keep an idle connection between heartbeats (every 10 s) instead of httpx's 5 s default, but
 # let it go before the board does (``board serve`` keeps one 65 s): no new TCP and TLS handshake

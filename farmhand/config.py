@@ -97,7 +97,7 @@ class FarmhandConfig:
         return self.token
 
 
-# field name -> environment variable (the DESIGN.md names, plus the farmhand's own additions)
+# field name -> environment variable (docs/architecture.md names, plus the farmhand's own additions)
 ENV_VARS: dict[str, str] = {
     "board_url": "FARMHAND_BOARD_URL",
     "token": "FARMHAND_TOKEN",

@@ -5,7 +5,7 @@ the line of every field it came from) and checks them all locally (``submitter.m
 so every problem is reported as ``file:line: message`` before anything is uploaded.
 
 JSON: a list of items, or one item. JSONL: one item per line (blank lines and lines starting
-with ``#`` are skipped). An item is a compilation object as in the submit body (DESIGN.md "The
+with ``#`` are skipped). An item is a compilation object as in the submit body (docs/architecture.md, "The
 compilation"), optionally with ``priority``, ``requirements``, ``idempotency_key`` and
 ``max_attempts`` next to its fields, or a whole submit body ``{"compilation": {...},
 "priority": ...}``. A source may be ``{"path": "clips/a.mp4"}`` (relative to the manifest's

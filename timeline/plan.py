@@ -5,7 +5,7 @@ plays when, how long each transition overlaps its neighbours, which effect and s
 got, where the music starts and stops. Audio offsets are derived from the same frame numbers
 (``RenderPlan.sample_at``), so video and audio agree to the sample and no drift accumulates.
 
-Rules (DESIGN.md, "Timeline rules"):
+Rules (docs/architecture.md, "The compilation and the timeline"):
 
 - Order: intro, clips, outro. Every pair of neighbours is joined by an xfade of the transition
   ``duration`` (0 means hard cuts). When stingers are given, each join *between two clips* plays

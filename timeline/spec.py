@@ -2,7 +2,7 @@
 
 These msgspec structs are the one definition of a compilation. The board validates submissions
 with them, the wire contract carries them to farmhands, and the renderer plans from them. Field
-names follow DESIGN.md ("The compilation"). Validation errors name the path of the bad field
+names follow docs/architecture.md ("The compilation and the timeline"). Validation errors name the path of the bad field
 (``$.clips[2].start``) so a submitter knows which clip is wrong.
 """
 

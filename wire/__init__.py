@@ -50,7 +50,7 @@ class Gpu(WireStruct):
 
 
 class Capabilities(WireStruct):
-    """What a farmhand verified it can do (DESIGN.md "Capabilities and matching")."""
+    """What a farmhand verified it can do (docs/architecture.md, "Claim rules")."""
 
     encoders: Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=64)] = []
     gpus: Annotated[list[Gpu], Meta(max_length=16)] = []

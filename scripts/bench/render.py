@@ -3,7 +3,7 @@
     python scripts/bench/render.py [--sizes 720,1080] [--reps 5] [--media DIR]
     python scripts/bench/render.py --memory [--clips 60]
 
-The floor (DESIGN.md, "Rendering") is what any renderer must do: decode every input once, and
+The floor (docs/architecture.md, "Rendering") is what any renderer must do: decode every input once, and
 encode the output's own frames once with the same encoder settings. The encode part is measured
 by re-encoding the rendered result and subtracting the time it takes to decode it:
 
@@ -83,7 +83,7 @@ class Input:
 
 
 _X264 = ("-c:v", "libx264", "-preset", "veryfast", "-crf", "18")
-# the 12 inputs of DESIGN.md's measurement: sizes, rates, SAR, rotation, 10 bit, interlaced,
+# the 12 inputs of the founding measurement (BENCHMARKS.md, "Render"): sizes, rates, SAR, rotation, 10 bit, interlaced,
 # HEVC, long GOPs (one keyframe per clip), audio of every layout or none
 MIXED = (
     Input("intro", _SPIN, 1920, 1080, "30", 2.0, (*_X264, "-g", "60"), "stereo:48000"),
@@ -219,7 +219,7 @@ def make_media(folder: Path, inputs: tuple[Input, ...]) -> None:
 
 
 def mixed_compilation(height: int, *, extras: bool = True) -> dict:
-    """DESIGN.md's example job over the mixed set: blur fill, 0.5 s xfades, overlays and,
+    """The example job of docs/architecture.md over the mixed set: blur fill, 0.5 s xfades, overlays and,
     with ``extras``, a watermark and a music bed."""
     clips = [s for s in MIXED if s.name.startswith("c")]
     effects = ["fade", "wipeleft", "dissolve", "slideleft", "circleopen"]
