@@ -24,26 +24,38 @@ __all__ = [
 
 
 class BadRequest(BoardError):
+    """The input is wrong; the message says what and where."""
+
     status = 400
 
 
 class Forbidden(BoardError):
+    """This caller may not do this (a revoked farmhand, a role without the right)."""
+
     status = 403
 
 
 class NotFound(BoardError):
+    """No such object, or not one this caller may see."""
+
     status = 404
 
 
 class Conflict(BoardError):
+    """The object is not in a state that allows this (a final job, a key used for another body)."""
+
     status = 409
 
 
 class PayloadTooLarge(BoardError):
+    """The body is over what this route or this submitter's quota accepts."""
+
     status = 413
 
 
 class RangeNotSatisfiable(BoardError):
+    """The byte range asked for is not in the file (or an upload continues at the wrong byte)."""
+
     status = 416
 
 

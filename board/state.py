@@ -36,6 +36,16 @@ class OnlineFarm:
     def active_ids(self) -> frozenset[int]:
         return frozenset(self.skills)
 
+    def updated(self, farmhand_id: int, skills: Skills | None) -> OnlineFarm:
+        """This snapshot with one farmhand's news (``None``: it stopped taking work), for a
+        change the board just heard of without re-reading the whole farm."""
+        known = dict(self.skills)
+        if skills is None:
+            known.pop(farmhand_id, None)
+        else:
+            known[farmhand_id] = skills
+        return OnlineFarm(at=self.at, skills=known)
+
     @cached_property
     def gpu_codecs(self) -> frozenset[str]:
         """Hardware codecs of online, active farmhands."""

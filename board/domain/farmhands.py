@@ -19,13 +19,20 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from board.domain.lifecycle import Moved, announce, release_forgotten_claims
+from board.domain.matching import skills_of
 from board.domain.tokens import Principal, revoke
 from board.domain.views import farmhand_view
 from board.errors import BadRequest, Conflict, Forbidden, NotFound
 from board.infra.db import insert_or_ignore
 from board.infra.models import farmhands, jobs, tokens
 from board.state import BoardState, CheckIn
-from wire import ACTIVE_STATES, ClaimRequest, FarmhandStatus, FarmhandStatusReply, FarmhandView
+from wire import (
+    ACTIVE_STATES,
+    ClaimRequest,
+    FarmhandStatus,
+    FarmhandStatusReply,
+    FarmhandView,
+)
 
 ADMIN_STATES = {"pause": "paused", "resume": "active", "drain": "draining", "revoke": "revoked"}
 # A farmhand's row is refreshed by its claims at most every third of a lease (its heartbeats
@@ -140,7 +147,17 @@ async def report_status(
         )
     )
     _refuse_revoked(row)
-    board.feed.farm_changed()  # (who is online is re-read at most every second anyway)
+    # Who is online is re-read every second; tell the snapshot now (a claim a moment later
+    # must know this farmhand could take a job another one failed).
+    online = board.online
+    if row.state != "active" or status.paused:
+        if row.id in online.skills:
+            board.online = online.updated(row.id, None)
+    elif status.capabilities is not None:
+        board.online = online.updated(row.id, skills_of(status.capabilities))
+    elif row.id not in online.skills:
+        online.at = 0.0  # back, and what it can do is in the database: re-read at the next claim
+    board.feed.farm_changed()
     return FarmhandStatusReply(state=row.state, reason=row.state_reason)
 
 

@@ -216,19 +216,7 @@ def held_job(conn: Connection, job_id: str, lease_token: str) -> Held:
     row = conn.execute(_HELD, {"b_id": job_id, "b_lease": lease_token}).first()
     if row is None:
         raise lease_lost(job_id)
-    return Held(
-        id=row.id,
-        lease_token=lease_token,
-        state=row.state,
-        attempts=row.attempts,
-        max_attempts=row.max_attempts,
-        farmhand_id=row.farmhand_id,
-        farmhand=row.farmhand,
-        submitter_id=row.submitter_id,
-        failed_by=_ids(row.failed_by),
-        stage=row.stage,
-        progress=row.progress,
-    )
+    return Held(**{**row._mapping, "lease_token": lease_token, "failed_by": _ids(row.failed_by)})
 
 
 def _ids(raw: Any) -> list[int]:
@@ -485,25 +473,18 @@ async def release(board: BoardState, job_id: str, rel: Release, who: Principal) 
     own_lease(who, job_id, rel.lease_token)
     now = time.time()
 
-    def unit(conn: Connection) -> None:
-        held = held_job(conn, job_id, rel.lease_token)
-        _move(
-            conn,
-            held,
-            "queued",
-            {
-                **BACK_IN_QUEUE,
-                "attempts": max(0, held.attempts - 1),
-                "not_before": now,
-                "queued_at": now,
-            },
-            message=f"released: {rel.reason}",
-            now=now,
-        )
-        _end_attempt(conn, rel.lease_token, "released", at=now, error=rel.reason)
-
-    await board.db.transact(unit)
+    await board.db.transact(
+        lambda conn: _give_back(conn, held_job(conn, job_id, rel.lease_token), rel.reason, now)
+    )
     announce(board, [Moved(job_id, "queued")])
+
+
+def _give_back(conn: Connection, held: Held, why: str, now: float) -> None:
+    """A job its farmhand gave back (or never knew it held): ``queued`` at once, the attempt
+    not counted against it."""
+    back = {**BACK_IN_QUEUE, "attempts": max(0, held.attempts - 1), "not_before": now}
+    _move(conn, held, "queued", {**back, "queued_at": now}, message=f"released: {why}", now=now)
+    _end_attempt(conn, held.lease_token, "released", at=now, error=why)
 
 
 def release_forgotten_claims(
@@ -522,21 +503,7 @@ def release_forgotten_claims(
     for row in rows:
         if row.id in holding:
             continue
-        held = held_job(conn, row.id, row.lease_token)
-        _move(
-            conn,
-            held,
-            "queued",
-            {
-                **BACK_IN_QUEUE,
-                "attempts": max(0, held.attempts - 1),
-                "not_before": now,
-                "queued_at": now,
-            },
-            message=f"released: {why}",
-            now=now,
-        )
-        _end_attempt(conn, row.lease_token, "released", at=now, error=why)
+        _give_back(conn, held_job(conn, row.id, row.lease_token), why, now)
         released.append(row.id)
     return released
 
