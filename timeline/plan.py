@@ -216,7 +216,7 @@ class RenderPlan:
         weights = list(weights) if weights is not None else [0.0] * len(self.items)
         count = min(len(self.items), max(1, parts))
         while True:
-            spans = _split(costs, count)
+            spans = balanced_runs(costs, count)
             if count >= len(self.items) or all(
                 a == b or self._span_weight(weights, a, b) <= max_weight for a, b in spans
             ):
@@ -247,9 +247,10 @@ class RenderPlan:
         return sum(self.item_cost(self.items[k]) for k in segment.item_range)
 
 
-def _split(costs: list[float], count: int) -> list[tuple[int, int]]:
-    """``count`` runs of consecutive items whose costs add up to about the same, each cut
-    placed where the running sum comes nearest to its share of the total."""
+def balanced_runs(costs: Sequence[float], count: int) -> list[tuple[int, int]]:
+    """``count`` runs (first, last inclusive) of consecutive entries of ``costs`` that add up
+    to about the same, each cut placed where the running sum comes nearest to its share of the
+    total; every run holds at least one entry (``count`` at most ``len(costs)``)."""
     total = sum(costs)
     spans, first, done = [], 0, 0.0
     for part in range(1, count):

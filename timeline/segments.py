@@ -1,4 +1,4 @@
-"""ffmpeg command lines of a render: video segments, the audio track, the final join.
+"""ffmpeg command lines of a render: video segments, the audio track, the joins.
 
 Why segments: one filter graph holding every input costs hundreds of MB per 1080p input and
 queues frames; one ffmpeg per timeline item opens at most two video decoders (the item and the
@@ -8,7 +8,9 @@ of the frame rate, so the concat demuxer joins them by stream copy with exact ti
 
 The audio is one continuous track: its parts (a few dozen items each) are rendered losslessly,
 then joined, mixed with the music and encoded to AAC once; the final join only copies packets
-(``+faststart`` for playback before download completes).
+(``+faststart`` for playback before download completes). A render split across machines
+(``timeline.split``) joins runs of segments into parts, and the parts into the output, the same
+way.
 
 Every media input is opened through ``timeline.inputs.media_input`` (local file only, real media
 containers only, the caps of ``timeline.probe``); the renderer's own files through ``own_input``,
@@ -17,12 +19,13 @@ naming the demuxer it wrote them for.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
 from timeline.encoders import Encoder
 from timeline.filtergraph import mix_audio_graph, part_audio_graph, segment_graph
-from timeline.inputs import media_input, own_input
+from timeline.inputs import file_url, media_input, own_input
 from timeline.plan import SAMPLE_RATE, PlanItem, RenderPlan, Segment
 from timeline.probe import MAX_PIXELS, MAX_STREAMS
 
@@ -237,26 +240,23 @@ def audio_mix_command(
 
 
 def concat_list(
-    plan: RenderPlan,
-    segment_files: list[Path],
-    list_file: Path,
-    segments: list[Segment] | None = None,
+    fps: Fraction, files: Sequence[Path], starts: Sequence[int], end: int, list_file: Path
 ) -> None:
-    """Write the concat demuxer's list: each segment with its exact duration.
+    """Write the concat demuxer's list: file k, which begins at output frame ``starts[k]`` and
+    lasts until the next one begins (the last until frame ``end``), with its exact duration.
 
     The demuxer places file k at the sum of the earlier files' durations, counted in whole
     microseconds. Left to itself it takes them from each mp4's header, rounded to milliseconds,
-    which shifts later segments by a fraction of a frame at rates like 24 or 29.97. Durations
+    which shifts later files by a fraction of a frame at rates like 24 or 29.97. Durations
     given here are differences of the *rounded exact start times*, so the sum is always the
-    true start within half a microsecond and no error accumulates. Names are relative to the
-    list's folder, so no path needs quoting. ``segments`` are those the files hold (default:
-    one per item)."""
-    segments = segments if segments is not None else plan.segments()
-    starts = [_microseconds(seg.start_frame, plan.fps) for seg in segments]
-    starts.append(_microseconds(plan.total_frames, plan.fps))
+    true start within half a microsecond and no error accumulates. The files are video segments
+    or whole parts (runs of segments); each is named by its absolute ``file:`` URL, quoted as
+    the demuxer reads it, so no name can be taken for another protocol."""
+    bounds = [_microseconds(frame, fps) for frame in (*starts, end)]
     lines = []
-    for i, path in enumerate(segment_files):
-        lines += [f"file '{path.name}'", f"duration {(starts[i + 1] - starts[i]) / 1e6:.6f}"]
+    for i, path in enumerate(files):
+        name = file_url(Path(path).resolve()).replace("'", "'\\''")
+        lines += [f"file '{name}'", f"duration {(bounds[i + 1] - bounds[i]) / 1e6:.6f}"]
     list_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -264,16 +264,23 @@ def _microseconds(frame: int, fps: Fraction) -> int:
     return round(Fraction(frame) * 1_000_000 / fps)
 
 
-def mux_command(
-    plan: RenderPlan, encoder: Encoder, list_file: Path, audio: Path, out: Path
+def join_command(
+    fps: Fraction, codec: str, list_file: Path, out: Path, audio: Path | None = None
 ) -> list[str]:
-    """ffmpeg arguments joining the segments (stream copy) with the audio track into ``out``."""
-    tag = ["-tag:v", "hvc1"] if encoder.codec == "hevc" else []
+    """ffmpeg arguments joining the video files of ``list_file`` (``concat_list``) by stream
+    copy into the mp4 ``out``: with the audio track ``audio``, the finished output
+    (``+faststart``, for playback before a download completes); without, a part of the picture
+    to be joined again later."""
+    tag = ["-tag:v", "hvc1"] if codec == "hevc" else []
+    if audio is None:
+        sound, finish = ["-an"], []
+    else:
+        sound, finish = ["-map", "1:a:0"], ["-movflags", "+faststart"]
     return ["-f", "concat", "-safe", "0", *own_input(list_file, "concat"),
-            *own_input(audio, "mov"),
-            "-map", "0:v:0", "-map", "1:a:0", "-c", "copy", *tag,
-            "-video_track_timescale", str(track_timescale(plan.fps)),
-            "-movflags", "+faststart", "-f", "mp4", "-y", str(out)]  # fmt: skip
+            *(own_input(audio, "mov") if audio is not None else []),
+            "-map", "0:v:0", *sound, "-c", "copy", *tag,
+            "-video_track_timescale", str(track_timescale(fps)),
+            *finish, "-f", "mp4", "-y", str(out)]  # fmt: skip
 
 
 def thumbnail_command(video: Path, at_s: float, out: Path, max_height: int = 360) -> list[str]:
