@@ -50,3 +50,19 @@ class EncoderError(RenderError):
 
 class RenderCancelled(RenderError):
     """The render was cancelled; every ffmpeg it started was killed and its files removed."""
+
+
+class PlanMismatch(PermanentRenderError):
+    """A part of a split render (``timeline.split``) was planned from other facts than this
+    machine's plan of the same compilation: another length of a source, other transitions. Its
+    frames would not line up with the other parts', so it is never rendered."""
+
+
+class PartRejected(RenderError):
+    """A piece of a split render handed to the join does not fit: ``part`` is its index (None:
+    the audio track). Rendering that piece again (with the same encoder settings as the others)
+    may succeed; the other pieces stand."""
+
+    def __init__(self, message: str, *, part: int | None, stderr_tail: str = "") -> None:
+        super().__init__(message, stderr_tail=stderr_tail)
+        self.part = part
