@@ -10,7 +10,7 @@ from pathlib import Path
 from submitter.board_client import BoardClient, BoardError
 from submitter.progress import ProgressBar, human_bytes
 from submitter.submission import Entry
-from wire import FINAL_STATES, JobView
+from wire import ACTIVE_STATES, FINAL_STATES, JobView
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._]+")
 
@@ -73,7 +73,7 @@ def _change_key(job: JobView) -> str:
 def _say_change(bar: ProgressBar, entry: Entry) -> None:
     job = entry.job
     what = job.state
-    if job.state in ("claimed", "running"):
+    if job.state in ACTIVE_STATES:
         what = f"{job.stage or job.state} on {job.farmhand or '?'}"
         if job.attempts > 1:
             what += f" (attempt {job.attempts}/{job.max_attempts})"

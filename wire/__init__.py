@@ -10,7 +10,7 @@ Times on the wire are ISO 8601 UTC datetimes. Ids are strings.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 from msgspec import Meta, Struct
@@ -26,9 +26,9 @@ UPLOAD_SIZE_HEADER = "X-Upload-Size"
 
 Role = Literal["admin", "submitter", "farmhand"]
 JobState = Literal["queued", "claimed", "running", "succeeded", "failed", "cancelled"]
-ACTIVE_STATES: tuple[str, ...] = ("claimed", "running")
+JOB_STATES: tuple[str, ...] = get_args(JobState)
+ACTIVE_STATES: tuple[str, ...] = ("claimed", "running")  # a job held under a lease
 FINAL_STATES: tuple[str, ...] = ("succeeded", "failed", "cancelled")
-JOB_STATES: tuple[str, ...] = ("queued", "claimed", "running", *FINAL_STATES)
 EncoderPolicy = Literal["gpu", "cpu", "any"]
 Name = Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")]
 Fraction = Annotated[float, Meta(ge=0, le=1)]

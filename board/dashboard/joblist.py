@@ -11,13 +11,13 @@ from board.dashboard.summary import FarmSummary, farm_summary
 from board.domain.jobs import SORTS, list_jobs
 from board.domain.tokens import Principal
 from board.state import BoardState
-from wire import JobPage
+from wire import ACTIVE_STATES, JobPage
 
 PAGE_SIZE = 50
 TABS: dict[str, tuple[str, ...] | None] = {
     "all": None,
     "queued": ("queued",),
-    "active": ("claimed", "running"),
+    "active": ACTIVE_STATES,
     "succeeded": ("succeeded",),
     "failed": ("failed",),
     "cancelled": ("cancelled",),

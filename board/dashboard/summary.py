@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 from board.domain.tokens import Principal
 from board.infra.models import farmhands, jobs, usage
 from board.state import BoardState
-from wire import JOB_STATES
+from wire import ACTIVE_STATES, JOB_STATES
 
 WINDOW_S = 3600.0
 WAIT_SAMPLE = 5000  # the newest claims in the window: enough for a median, bounded work
@@ -107,7 +107,7 @@ def _farmhand_counts(conn: Connection, online_since: float) -> tuple[int, int, i
     working = conn.execute(
         select(func.count(func.distinct(jobs.c.farmhand_id)))
         .select_from(jobs.join(farmhands, farmhands.c.id == jobs.c.farmhand_id))
-        .where(jobs.c.state.in_(("claimed", "running")), online)
+        .where(jobs.c.state.in_(ACTIVE_STATES), online)
     ).scalar_one()
     return int(n_online), int(working), int(n_stopped), int(n_total)
 

@@ -45,7 +45,7 @@ from render import (
 
 from tests.harness import RunningFarmhand
 from timeline.render import render
-from wire import routes
+from wire import FINAL_STATES, routes
 
 
 class Farm:
@@ -125,7 +125,7 @@ class Farm:
             for line in stream.iter_lines():
                 if line.startswith("data: "):
                     job = json.loads(line[6:])
-                    if job["state"] in ("succeeded", "failed", "cancelled"):
+                    if job["state"] in FINAL_STATES:
                         break
         wall = time.perf_counter() - start
         if job.get("state") != "succeeded":

@@ -53,7 +53,7 @@ from farmproc import CAPS, BenchBoard, tiny_mp4
 from latency import Latencies
 
 from farmhand.client import CONNECTION_LIMITS, BoardClient
-from wire import Complete, Fail, Heartbeat, JobPage, routes
+from wire import JOB_STATES, Complete, Fail, Heartbeat, JobPage, routes
 from wire.client import call_async
 from wire.errors import BoardError, LeaseLost
 
@@ -63,7 +63,6 @@ LOOP_LAG = "(simulator loop lag)"
 IDLE_S = 3.0
 BATCH = 200
 DASHBOARD_EVENTS = "/dashboard/events?view=jobs"  # the dashboard's live stream (not wire API)
-STATES = ("queued", "claimed", "running", "succeeded", "failed", "cancelled")
 
 # the routes a fleet calls, by method and wire.routes template
 ROUTE_NAMES = {
@@ -365,7 +364,7 @@ class Fleet:
         """How many jobs the board has in each state (not timed)."""
         headers = {"Authorization": f"Bearer {self.board.admin_token}"}
         async with httpx.AsyncClient(base_url=self.board.url, headers=headers) as http:
-            for state in STATES:
+            for state in JOB_STATES:
                 answer = await http.get(routes.JOBS, params={"state": state, "limit": 1})
                 self.result.states[state] = answer.raise_for_status().json()["total"]
 
