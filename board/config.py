@@ -52,6 +52,7 @@ class BoardConfig:
     keep_alive_s: float = 65.0
     max_connections: int = 4096
     max_streams_per_token: int = 16  # open event streams (jobs' and the dashboard's) per token
+    output_retention_days: float | None = None  # None: outputs are kept until deleted
     host: str = "127.0.0.1"
     port: int = 8000
     extra: dict = field(default_factory=dict)
@@ -62,6 +63,16 @@ class BoardConfig:
 
     def with_overrides(self, **kwargs) -> BoardConfig:
         return replace(self, **{k: v for k, v in kwargs.items() if v is not None})
+
+
+def _optional_float(name: str) -> float | None:
+    """A number, or None when unset, empty or ``off``."""
+    if os.environ.get(name, "").strip().lower() in ("", "off", "none"):
+        return None
+    value = _float(name, 0.0)
+    if value <= 0:
+        raise ConfigError(f"{name}={os.environ[name]!r} must be positive (or off)")
+    return value
 
 
 def default_data_dir() -> Path:
@@ -121,6 +132,7 @@ def load_config(**overrides) -> BoardConfig:
         keep_alive_s=max(1.0, _float("BOARD_KEEP_ALIVE_S", 65.0)),
         max_connections=max(8, int(_float("BOARD_MAX_CONNECTIONS", 4096))),
         max_streams_per_token=max(1, int(_float("BOARD_MAX_STREAMS_PER_TOKEN", 16))),
+        output_retention_days=_optional_float("BOARD_OUTPUT_RETENTION_DAYS"),
         host=os.environ.get("BOARD_HOST", "127.0.0.1"),
         port=int(_float("BOARD_PORT", 8000)),
     )

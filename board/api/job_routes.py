@@ -1,5 +1,5 @@
-"""Routes for submitters (and admins) about jobs: submit, read, follow, cancel, retry, download.
-Parse → service → answer."""
+"""Routes for submitters (and admins) about jobs: submit, read, follow, cancel, retry, download,
+delete. Parse → service → answer."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent
 
@@ -17,6 +17,7 @@ from board.api.http import ranged_file
 from board.api.openapi import RangeHeader, also, errors, typed
 from board.domain import jobs as job_service
 from board.domain import lifecycle
+from board.domain.deletions import check_sources_present, delete_job, delete_output
 from board.domain.outputs import output_location
 from board.domain.tokens import Principal, still_valid
 from board.errors import BadRequest, NotFound
@@ -147,6 +148,7 @@ class JobsController(Controller):
     )
     async def retry(self, request: Request, board: BoardState, job_id: str) -> JobView:
         await job_service.check_owner(board, caller(request), job_id)
+        await check_sources_present(board, job_id)
         await lifecycle.retry(board, job_id, by=caller(request).name)
         return await job_service.get_job(board, caller(request), job_id)
 
@@ -187,6 +189,22 @@ class JobsController(Controller):
             media_type="video/mp4",
             filename=f"{job_id}.mp4",
         )
+
+    @delete(
+        typed(JOB_OUTPUT),
+        summary="Delete the rendered video and its thumbnail (the job stays succeeded)",
+        responses=errors(400, 404),
+    )
+    async def remove_output(self, request: Request, board: BoardState, job_id: str) -> None:
+        await delete_output(board, caller(request), job_id)
+
+    @delete(
+        typed(JOB),
+        summary="Delete a finished job, its history and its output (cancel a live one first)",
+        responses=errors(400, 404, 409),
+    )
+    async def remove_job(self, request: Request, board: BoardState, job_id: str) -> None:
+        await delete_job(board, caller(request), job_id)
 
     @get(
         typed(JOB_THUMBNAIL),

@@ -1,16 +1,17 @@
-"""Routes for media: a submitter's uploads (intro, outro, clips, stingers, watermark, music) and
-their download, by their owner or by the farmhand whose held job uses them."""
+"""Routes for media: a submitter's uploads (intro, outro, clips, stingers, watermark, music),
+their download, by their owner or by the farmhand whose held job uses them, and their deletion."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import HeaderParameter
 
 from board.api.auth import caller, requires
 from board.api.http import body_chunks, ranged_file
 from board.api.openapi import LeaseHeader, RangeHeader, also, errors, streamed_body, typed
+from board.domain.deletions import delete_media
 from board.domain.media import get_media, media_for_farmhand, upload_media
 from board.domain.views import media_view
 from board.state import BoardState
@@ -60,6 +61,15 @@ class MediaController(Controller):
     )
     async def describe(self, request: Request, board: BoardState, media_id: str) -> MediaView:
         return media_view(await get_media(board, caller(request), media_id))
+
+    @delete(
+        typed(MEDIA_ITEM),
+        opt=requires("submitter"),
+        summary="Delete media and its file (not while an unfinished job uses it)",
+        responses=errors(400, 404, 409),
+    )
+    async def remove(self, request: Request, board: BoardState, media_id: str) -> None:
+        await delete_media(board, caller(request), media_id)
 
     @get(
         typed(MEDIA_CONTENT),

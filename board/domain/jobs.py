@@ -19,6 +19,7 @@ from board.domain.limits import (
     apply_limits,
     check_clip_count,
     check_render_seconds,
+    check_storage_quota,
     load_limits,
 )
 from board.domain.tokens import Principal
@@ -166,6 +167,7 @@ def _validated(
     durations = {f"media:{mid}": r.duration_s for mid, r in rows.items()}
     estimate = estimate_duration(capped, durations, unknown_s=board.config.url_clip_estimate_s)
     check_render_seconds(conn, sub, estimate, now, also_s)
+    check_storage_quota(conn, sub)
     req = requirements_of(job)
     job_id = new_id("j")
     media_ids = sorted({s.media for _, s, _ in _roles(job.compilation) if s.media})

@@ -1,8 +1,15 @@
 """Submitter limits: what a submitter may ask for, and how a compilation is capped to fit.
 
-Checked at submit (clip count, the monthly render-seconds estimate) and applied again when a
-farmhand fetches the context (resolution, fps, clip count, forced watermark), so a limit an admin
-tightens later still holds for jobs already queued.
+Checked at submit (clip count, the monthly render-seconds estimate, the storage quota) and
+applied again when a farmhand fetches the context (resolution, fps, clip count, forced
+watermark), so a limit an admin tightens later still holds for jobs already queued.
+
+Render seconds: a job's estimate counts while it is queued or running (a URL clip, whose length
+nobody knows before a farmhand fetches it, at ``BOARD_URL_CLIP_ESTIMATE_S``); once it succeeds
+the month is charged the real length of its output instead, and a job that ends otherwise costs
+nothing. Storage: the submitter's media and outputs count. Uploads past the quota are refused,
+and so is a submit once the quota is used up. An accepted job's output is always kept, even past
+the quota: refusing it at completion would throw away a farmhand's render.
 """
 
 from __future__ import annotations
@@ -129,7 +136,23 @@ def check_render_seconds(
         )
 
 
+def check_storage_quota(conn: Connection, sub: SubmitterLimits) -> None:
+    """Refuse a submit when the submitter's media and outputs already fill its storage quota:
+    the new job's output would have no room."""
+    quota = sub.limits.storage_quota_bytes
+    if quota is None:
+        return
+    used = storage_used(conn, sub.submitter_id)
+    if used >= quota:
+        raise Forbidden(
+            f"{sub.name} stores {used} bytes of media and outputs, its whole storage quota of "
+            f"{quota} bytes, so a new job's output has no room; delete outputs, jobs or media "
+            "(DELETE /api/v1/jobs/{id}/output, /api/v1/jobs/{id}, /api/v1/media/{id}) first"
+        )
+
+
 def storage_used(conn: Connection, submitter_id: int) -> int:
+    """Bytes of the submitter's media and of its jobs' outputs."""
     media_bytes = (
         conn.execute(
             select(func.coalesce(func.sum(media.c.size), 0)).where(

@@ -7,7 +7,8 @@
   Fetching and uploading are not watched: a slow link is not a hung render.
 
 Every board process runs one; the fenced update in ``lifecycle.requeue_lost`` makes concurrent
-reapers harmless (several board hosts on one PostgreSQL). The same loop runs the janitor (``board.domain.janitor``) now and then.
+reapers harmless (several board hosts on one PostgreSQL). The same loop runs the janitor
+(``board.domain.janitor``) and the outputs' retention (``board.domain.deletions``) now and then.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.engine import Connection
 
+from board.domain.deletions import remove_expired_outputs
 from board.domain.janitor import sweep_dead_uploads
 from board.domain.lifecycle import TRANSFER_STAGES, Moved, announce, requeue_lost
 from board.infra.models import jobs
@@ -91,8 +93,9 @@ async def nudge_waiting_claimers(board: BoardState) -> None:
 
 
 async def run_reaper(board: BoardState) -> None:
-    """Reap forever, every ``BOARD_REAP_INTERVAL_S``, and sweep the files of dead leases every
-    ``BOARD_JANITOR_INTERVAL_S``; errors are logged, never fatal."""
+    """Reap forever, every ``BOARD_REAP_INTERVAL_S``; every ``BOARD_JANITOR_INTERVAL_S``, sweep
+    the files of dead leases and remove outputs past ``BOARD_OUTPUT_RETENTION_DAYS``. Errors
+    are logged, never fatal."""
     swept_at = time.monotonic()
     while True:
         try:
@@ -101,6 +104,7 @@ async def run_reaper(board: BoardState) -> None:
             if time.monotonic() - swept_at >= board.config.janitor_interval_s:
                 swept_at = time.monotonic()
                 await sweep_dead_uploads(board)
+                await remove_expired_outputs(board)
         except asyncio.CancelledError:
             raise
         except Exception:
