@@ -189,6 +189,8 @@ class Farmhand:
                 log.info("%s", reason or "the owner is away: claiming again")
                 self.paused_reason = reason
                 self.changed.set()
+                if reason is not None:
+                    self._give_back_pieces(reason)
             if changed or (reason is not None and now - last_status >= STATUS_EVERY_S):
                 with contextlib.suppress(BoardError):
                     await self.client.status(
@@ -199,6 +201,15 @@ class Farmhand:
                     )
                 last_status = now
             await asyncio.sleep(GATE_INTERVAL_S)
+
+    def _give_back_pieces(self, reason: str) -> None:
+        """The owner is back: a piece of a split job goes back to the board at once (not
+        counted against it) for another farmhand, so the job loses at most that piece's work;
+        a whole job carries on at idle priority."""
+        for runner in list(self.runners.values()):
+            if runner.kind != "render":
+                log.info("job %s (%s): giving it back, %s", runner.job_id, runner.kind, reason)
+                runner.release(f"the owner needs the PC: {reason}")
 
     # ------------------------------------------------------------ stopping
 

@@ -1,5 +1,10 @@
 """One claimed job, start to end: context → fetch → render → upload → complete.
 
+A job is a whole compilation (``render``) or a piece of one the board split across farmhands
+(docs/architecture.md, "Split render"): a run of its video segments (``part``, encoded with the
+encoder the split names), its audio track (``audio``), or the ``join`` of the pieces. The steps
+are the same for each; only what is fetched and what is rendered differ.
+
 A heartbeat task runs beside the steps for the whole job, carrying the stage and progress. When
 the board answers ``cancel: true`` or 409 (lease gone) the job is aborted at once: the render's
 cancel event kills every ffmpeg it started, downloads are cancelled, the work folder is removed,
@@ -19,6 +24,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
+
 from farmhand.cache import MediaCache, PinSet
 from farmhand.client import BoardClient, BoardError, LeaseLost, sha256_of
 from farmhand.fetch import FetchError, FetchLeaseLost, board_headers, fetch_all
@@ -26,8 +33,9 @@ from timeline.encoders import ENCODERS, Encoder, software_encoder
 from timeline.errors import EncoderError, PermanentRenderError, RenderCancelled, RenderError
 from timeline.progress import Progress
 from timeline.render import RenderResult, render
-from timeline.spec import SpecError
-from wire import Claim, Complete, Fail, Heartbeat, JobContext, Release
+from timeline.spec import Source, SpecError
+from timeline.split import Part, join_parts, render_audio, render_part
+from wire import Claim, Complete, Fail, Heartbeat, JobContext, MediaRef, Piece, Release
 
 log = logging.getLogger("farmhand.runner")
 
@@ -114,14 +122,16 @@ class JobRunner:
         self.on_hardware_failure = on_hardware_failure
         self.parallel = parallel
         self.state = JobState()
+        self.kind = "render"  # what the context says this job is, once it is read
         self.shutting_down = False
         self._task: asyncio.Task | None = None
 
     # ------------------------------------------------------------ control from outside
 
-    def release(self) -> None:
-        """Stop the job and give it back to the board (SIGTERM): requeued at once."""
-        self._abort(JobAborted(Outcome.RELEASED, "farmhand shutting down"))
+    def release(self, why: str = "farmhand shutting down") -> None:
+        """Stop the job and give it back to the board (SIGTERM, or the owner came back during a
+        piece of a split job): requeued at once."""
+        self._abort(JobAborted(Outcome.RELEASED, why))
 
     def _abort(self, abort: JobAborted) -> None:
         if self.state.abort is None:
@@ -167,14 +177,9 @@ class JobRunner:
     async def _steps(self, workdir: Path, pins: PinSet) -> Outcome:
         try:
             context = await self.client.context(self.job_id, self.lease)
+            self.kind = context.kind
             self._set(stage="fetching", progress=0.0)
-            paths = await fetch_all(
-                context.compilation.sources(), client=self.client.http, cache=self.cache,
-                media=context.media, headers=board_headers(self.client.token, self.lease),
-                pins=pins, max_bytes=self.max_download_bytes,
-                concurrency=self.download_concurrency, ffmpeg=self.ffmpeg,
-                on_progress=lambda f: self._set(progress=f * 0.05),
-            )  # fmt: skip
+            paths = await self._fetch(context, pins)
             self._check()
             result = await self._render(context, paths, workdir)
             self._set(stage="uploading", progress=0.97, eta_s=None, fps=None, speed=None)
@@ -184,24 +189,25 @@ class JobRunner:
                 self.job_id, self.lease, result.path, sha256=sha, url=context.output_url,
                 deadline_s=HAND_IN_DEADLINE_S,
             )  # fmt: skip
-            if result.thumbnail is not None and result.thumbnail.exists():
+            thumbnail = getattr(result, "thumbnail", None)
+            if thumbnail is not None and thumbnail.exists():
                 with contextlib.suppress(BoardError):  # a missing thumbnail fails no job
                     await self.client.upload_thumbnail(
-                        self.job_id, self.lease, result.thumbnail, url=context.thumbnail_url
+                        self.job_id, self.lease, thumbnail, url=context.thumbnail_url
                     )
             self._set(stage="completing", progress=1.0)
             await self.client.complete(
                 self.job_id,
-                Complete(lease_token=self.lease, encoder=result.encoder, render_s=result.render_s,
-                         stderr_tail=result.stderr_tail[-4000:]),
+                Complete(lease_token=self.lease, encoder=getattr(result, "encoder", ""),
+                         render_s=result.render_s, stderr_tail=result.stderr_tail[-4000:]),
                 deadline_s=HAND_IN_DEADLINE_S,
             )  # fmt: skip
             log.info(
-                "job %s: done with %s in %.1f s (%.2f s of video)",
+                "job %s (%s): done in %.1f s (%s)",
                 self.job_id,
-                result.encoder,
+                self.kind,
                 result.render_s,
-                result.duration_s,
+                getattr(result, "encoder", "") or "stream copy",
             )
             return Outcome.SUCCEEDED
         except (LeaseLost, FetchLeaseLost) as exc:
@@ -217,7 +223,58 @@ class JobRunner:
                 raise self.state.abort from None
             return await self._report_failure(exc)
 
-    async def _render(
+    async def _fetch(self, context: JobContext, pins: PinSet) -> dict[str, Path]:
+        """What this job reads, as local files: the sources it renders from (a piece of a split
+        job only those its piece reads), or for a join the pieces, by job id."""
+        headers = board_headers(self.client.token, self.lease)
+        if context.kind == "join":
+            refs = {p.job_id: _piece_ref(p) for p in context.pieces}
+            sources = [Source(media=job_id) for job_id in refs]
+        else:
+            refs = context.media
+            wanted = set(context.sources) if context.sources is not None else None
+            sources = [
+                s for s in context.compilation.sources() if wanted is None or s.key in wanted
+            ]
+        return await fetch_all(
+            sources, client=self.client.http, cache=self.cache, media=refs, headers=headers,
+            pins=pins, max_bytes=self.max_download_bytes, concurrency=self.download_concurrency,
+            ffmpeg=self.ffmpeg, on_progress=lambda f: self._set(progress=f * 0.05),
+        )  # fmt: skip
+
+    async def _render(self, context: JobContext, paths: dict[str, Path], workdir: Path):
+        """Render what the job asks for into ``workdir``; a ``RenderResult``, ``PartResult`` or
+        ``AudioResult`` (each has ``path``, ``render_s`` and ``stderr_tail``)."""
+        self._set(stage="rendering", progress=0.05)
+        common = {"progress": self._on_progress, "cancel": self.state.cancel, "workdir": workdir,
+                  "nice": True}  # fmt: skip
+        if context.kind == "part":
+            if context.encoder not in self.verified:
+                raise PermanentRenderError(
+                    f"this part must be encoded with {context.encoder}, which this farmhand "
+                    "has not verified"
+                )
+            part = msgspec.convert(context.part, Part)
+            return await asyncio.to_thread(
+                render_part, context.compilation, paths, part, workdir / "part.mp4",
+                encoder=context.encoder, parallel=self.parallel, **common,
+            )  # fmt: skip
+        if context.kind == "audio":
+            return await asyncio.to_thread(
+                render_audio, context.compilation, paths, workdir / "audio.m4a", **common
+            )
+        if context.kind == "join":
+            videos = [p for p in context.pieces if p.part is not None]
+            (audio,) = [p for p in context.pieces if p.part is None]
+            return await asyncio.to_thread(
+                join_parts, [msgspec.convert(p.part, Part) for p in videos],
+                [paths[_piece_key(p)] for p in videos], paths[_piece_key(audio)],
+                workdir / "output.mp4",
+                thumbnail=workdir / "thumbnail.jpg", **common,
+            )  # fmt: skip
+        return await self._render_whole(context, paths, workdir)
+
+    async def _render_whole(
         self, context: JobContext, paths: dict[str, Path], workdir: Path
     ) -> RenderResult:
         codec = context.compilation.output.codec
@@ -226,7 +283,6 @@ class JobRunner:
             raise PermanentRenderError(
                 f"this farmhand has no verified {context.requirements.encoder} encoder for {codec}"
             )
-        self._set(stage="rendering", progress=0.05)
         for index, encoder in enumerate(candidates):
             out = workdir / "output.mp4"
             try:
@@ -309,6 +365,17 @@ class JobRunner:
                 # Keep rendering: the board may come back before the lease runs out.
                 log.warning("job %s: heartbeat not delivered: %s", self.job_id, exc)
             await asyncio.sleep(interval)
+
+
+def _piece_ref(piece: Piece) -> MediaRef:
+    """A piece of a split job, to download as board media is downloaded (by job id)."""
+    name = "audio.m4a" if piece.part is None else f"part-{piece.part['index']}.mp4"
+    return MediaRef(id=piece.job_id, url=piece.url, size=piece.size, sha256=piece.sha256,
+                    filename=name)  # fmt: skip
+
+
+def _piece_key(piece: Piece) -> str:
+    return Source(media=piece.job_id).key
 
 
 def _is_retryable(exc: Exception) -> bool:

@@ -30,6 +30,11 @@ JOB_STATES: tuple[str, ...] = get_args(JobState)
 ACTIVE_STATES: tuple[str, ...] = ("claimed", "running")  # a job held under a lease
 FINAL_STATES: tuple[str, ...] = ("succeeded", "failed", "cancelled")
 EncoderPolicy = Literal["gpu", "cpu", "any"]
+# What a job renders: a whole compilation, or a piece of one split across farmhands (a run of
+# its video segments, its audio track, or the join of the pieces). docs/architecture.md,
+# "Split render".
+JobKind = Literal["render", "part", "audio", "join"]
+SplitPolicy = Literal["auto", "never"]
 Name = Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")]
 Fraction = Annotated[float, Meta(ge=0, le=1)]
 ShortText = Annotated[str, Meta(max_length=2000)]
@@ -82,6 +87,8 @@ class SubmitJob(WireStruct, forbid_unknown_fields=True):
     idempotency_key: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
     requirements: Requirements | None = None
     max_attempts: Annotated[int, Meta(ge=1, le=20)] = 3
+    # ``auto``: the board may render it in parts on several farmhands at once when that pays
+    split: SplitPolicy = "auto"
 
 
 class SubmitBatch(WireStruct, forbid_unknown_fields=True):
@@ -125,6 +132,21 @@ class JobView(WireStruct):
     finished_at: datetime | None = None
     estimate_s: float | None = None
     output: OutputInfo | None = None
+    parts: list[PartView] = []  # a split job's pieces, in order (empty when it is not split)
+
+
+class PartView(WireStruct):
+    """One piece of a split job: who renders it, how far it is."""
+
+    id: str
+    kind: JobKind
+    index: int  # the part's place (video parts from 0; the audio and the join after them)
+    state: JobState
+    attempts: int
+    stage: str | None = None
+    progress: float = 0.0
+    farmhand: str | None = None
+    error: str | None = None
 
 
 class JobPage(WireStruct):
@@ -287,6 +309,26 @@ class JobContext(WireStruct):
     attempt: int
     heartbeat_interval_s: float
     limits_applied: list[str] = []
+    kind: JobKind = "render"
+    # part, audio: the ``Source.key`` of every source this piece reads (fetch only those)
+    sources: list[str] | None = None
+    # part: the piece to render (``timeline.split.Part`` as plain data)
+    part: dict | None = None
+    # part: the encoder every part of the split is encoded with (a stream-copy join needs one)
+    encoder: str = ""
+    # join: the pieces to join, downloaded like media (video parts in order, then the audio)
+    pieces: list[Piece] = []
+
+
+class Piece(WireStruct):
+    """A rendered piece of a split job, as the join step downloads it."""
+
+    job_id: str
+    kind: JobKind
+    url: str
+    size: int
+    sha256: str
+    part: dict | None = None  # a video part: its ``timeline.split.Part``; None: the audio
 
 
 class JobMoved(WireStruct):
