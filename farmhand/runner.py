@@ -29,7 +29,7 @@ import msgspec
 from farmhand.cache import MediaCache, PinSet
 from farmhand.client import BoardClient, BoardError, LeaseLost, sha256_of
 from farmhand.fetch import FetchError, FetchLeaseLost, board_headers, fetch_all
-from timeline.encoders import ENCODERS, Encoder, software_encoder
+from timeline.encoders import choose_encoders
 from timeline.errors import EncoderError, PermanentRenderError, RenderCancelled, RenderError
 from timeline.progress import Progress
 from timeline.render import RenderResult, render
@@ -58,24 +58,6 @@ class JobAborted(Exception):
     def __init__(self, outcome: Outcome, why: str) -> None:
         super().__init__(why)
         self.outcome = outcome
-
-
-def choose_encoders(codec: str, policy: str, verified: list[str]) -> list[Encoder]:
-    """The encoders to try, best first: verified hardware (unless ``cpu``), then the software
-    encoder (unless ``gpu``)."""
-    chosen: list[Encoder] = []
-    if policy in ("gpu", "any"):
-        hardware = [
-            ENCODERS[n]
-            for n in verified
-            if n in ENCODERS and ENCODERS[n].hardware and ENCODERS[n].codec == codec
-        ]
-        chosen += sorted(hardware, key=lambda e: e.rank)
-    if policy in ("cpu", "any"):
-        software = software_encoder(codec)
-        if software.name in verified:
-            chosen.append(software)
-    return chosen
 
 
 @dataclass

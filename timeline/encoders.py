@@ -157,6 +157,26 @@ def software_encoder(codec: str) -> Encoder:
     return found[0]
 
 
+def choose_encoders(codec: str, policy: str, verified: list[str] | set[str]) -> list[Encoder]:
+    """The encoders to try for ``codec`` under a job's ``policy`` (gpu, cpu, any), best first:
+    verified hardware (unless ``cpu``), then the software encoder (unless ``gpu``). The farmhand
+    renders with the first that works; the board splits a job only among farmhands whose first
+    is the same."""
+    chosen: list[Encoder] = []
+    if policy in ("gpu", "any"):
+        hardware = [
+            ENCODERS[n]
+            for n in verified
+            if n in ENCODERS and ENCODERS[n].hardware and ENCODERS[n].codec == codec
+        ]
+        chosen += sorted(hardware, key=lambda e: e.rank)
+    if policy in ("cpu", "any"):
+        software = software_encoder(codec)
+        if software.name in verified:
+            chosen.append(software)
+    return chosen
+
+
 def get_encoder(name: str) -> Encoder:
     """The table row of encoder ``name``; ValueError naming the known ones otherwise."""
     try:
