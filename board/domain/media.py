@@ -8,6 +8,7 @@ processes, a few at a time, each limited in memory and time."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import AsyncIterable
@@ -37,19 +38,11 @@ def clean_filename(name: str | None) -> str:
 
 
 def probe_json(info: MediaInfo) -> dict:
-    return {
-        "duration_s": info.duration_s,
-        "has_video": info.has_video,
-        "has_audio": info.has_audio,
-        "image": info.image,
-        "width": info.width,
-        "height": info.height,
-        "fps": info.fps,
-        "rotation": info.rotation,
-        "format": info.format_name,
-        "video_codec": info.video_codec,
-        "audio_codec": info.audio_codec,
-    }
+    """What the board keeps of a probe: every fact of ``MediaInfo`` but its path, so the board
+    can plan a render of this media as a farmhand would (``board.domain.splits``)."""
+    facts = dataclasses.asdict(info)
+    facts.pop("path")
+    return facts
 
 
 async def upload_media(
