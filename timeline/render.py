@@ -101,6 +101,7 @@ def render(
     parallel: int = 2,
     thumbnail: Path | None = None,
     nice: bool = False,
+    media: Mapping[str, MediaInfo] | None = None,
 ) -> RenderResult:
     """Render ``compilation`` to the mp4 ``out`` and verify it.
 
@@ -110,7 +111,8 @@ def render(
     Setting ``cancel`` stops the render within about a second (``RenderCancelled``).
     ``workdir`` holds the intermediate files (default: beside ``out``); ``parallel`` segments
     are encoded at a time; ``thumbnail``, if given, receives a JPEG of the result; ``nice`` runs
-    ffmpeg at the lowest CPU and IO priority.
+    ffmpeg at the lowest CPU and IO priority; ``media`` may hold probes of the sources the
+    caller already has (``probe_sources``' ``known``), which are not probed again.
 
     Raises ``InputError``/``PermanentRenderError`` when the compilation or a source is at fault,
     ``EncoderError`` when the encoder failed, ``RenderCancelled``, or ``RenderError``.
@@ -120,7 +122,7 @@ def render(
     parallel = max(1, parallel)
     with RenderSteps.begin(out, chosen, progress=progress, cancel=cancel, workdir=workdir,
                            nice=nice, thumbnail=thumbnail) as steps:  # fmt: skip
-        plan, paths = steps.plan(compilation, sources)
+        plan, paths = steps.plan(compilation, sources, media)
         segments = plan.segments(video_spans(plan, parallel, parallel))
         tasks, files = steps.video_tasks(plan, paths, segments, threads_per_segment(parallel))
         audio = steps.work / "audio.m4a"

@@ -18,6 +18,7 @@ from tests.timeline.test_ffmpeg import ffmpeg_pids_with
 from timeline.errors import PartRejected, PermanentRenderError, PlanMismatch, RenderCancelled
 from timeline.ffmpeg import ffmpeg_binary, ffprobe_binary
 from timeline.plan import RenderPlan, render_plan
+from timeline.probe import probe
 from timeline.render import probe_sources, render, video_spans
 from timeline.spec import Compilation, parse_compilation
 from timeline.split import (
@@ -270,6 +271,15 @@ def test_the_audio_track_of_another_plan_is_refused(xfade_case, media, tmp_path)
         render_audio(xfade_case.compilation, sources, tmp_path / "audio.m4a",
                      fingerprint=fingerprint)  # fmt: skip
     assert leftovers(tmp_path) == []
+
+
+def test_a_renderer_given_the_probes_probes_no_source(xfade_case, tmp_path):
+    probes = probe_sources(xfade_case.compilation, xfade_case.sources)
+    with mock.patch("timeline.render.probe", wraps=probe) as probed:
+        render_audio(xfade_case.compilation, xfade_case.sources, tmp_path / "audio.m4a",
+                     media=probes)  # fmt: skip
+    # only its own output, to verify it
+    assert [Path(call.args[0]).parent for call in probed.call_args_list] == [tmp_path]
 
 
 def test_cancel_mid_part_kills_every_ffmpeg_and_leaves_nothing(xfade_case, tmp_path):
