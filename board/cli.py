@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from board.config import ConfigError, ensure_data_dir, load_config
@@ -161,8 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What the board writes (the database and its -wal/-shm, media, outputs, their folders) is the
+# submitters' and the board's own business: this user's only, 0600 files and 0700 folders.
+PRIVATE_UMASK = 0o077
+
+
 def main(argv: list[str] | None = None) -> int:
     from board.errors import BoardError
+
+    os.umask(PRIVATE_UMASK)
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -53,6 +53,7 @@ class BoardConfig:
     max_connections: int = 4096
     max_streams_per_token: int = 16  # open event streams (jobs' and the dashboard's) per token
     output_retention_days: float | None = None  # None: outputs are kept until deleted
+    secure_cookies: bool = False  # behind TLS (a proxy terminating https): cookies are Secure
     host: str = "127.0.0.1"
     port: int = 8000
     extra: dict = field(default_factory=dict)
@@ -63,6 +64,15 @@ class BoardConfig:
 
     def with_overrides(self, **kwargs) -> BoardConfig:
         return replace(self, **{k: v for k, v in kwargs.items() if v is not None})
+
+
+def _flag(name: str) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}={raw!r}: use 1 or 0")
 
 
 def _optional_float(name: str) -> float | None:
@@ -133,6 +143,7 @@ def load_config(**overrides) -> BoardConfig:
         max_connections=max(8, int(_float("BOARD_MAX_CONNECTIONS", 4096))),
         max_streams_per_token=max(1, int(_float("BOARD_MAX_STREAMS_PER_TOKEN", 16))),
         output_retention_days=_optional_float("BOARD_OUTPUT_RETENTION_DAYS"),
+        secure_cookies=_flag("BOARD_SECURE_COOKIES"),
         host=os.environ.get("BOARD_HOST", "127.0.0.1"),
         port=int(_float("BOARD_PORT", 8000)),
     )
@@ -140,10 +151,10 @@ def load_config(**overrides) -> BoardConfig:
 
 
 def ensure_data_dir(config: BoardConfig) -> Path:
-    """Create the data directory (where the SQLite database, media and outputs live) if needed;
-    one clear line when that is impossible."""
+    """Create the data directory (where the SQLite database, media and outputs live) if needed,
+    readable by this user only (0700); one clear line when that is impossible."""
     try:
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(
             f"cannot create the data directory {config.data_dir} ({exc.strerror}); "

@@ -1,10 +1,11 @@
 """Who is calling, and may they: the token middleware and the role each route asks for.
 
 ``Authorization: Bearer <token>`` on every route but the open ones (``/health``, ``/ready``,
-``/metrics``, ``/schema``); the dashboard's HttpOnly session cookie carries the same token (and,
-for a request that changes something, a CSRF proof: ``board.dashboard.csrf``). Unknown or revoked
-→ 401; a role the route does not allow → 403. The token is read on every request, so a revoke
-holds at once on every board process.
+``/metrics``, ``/schema``); or the dashboard's HttpOnly session cookie, whose session stands for a
+token (``board.domain.sessions``; a request that changes something also needs a CSRF proof:
+``board.dashboard.csrf``). Unknown, revoked or signed out → 401; a role the route does not allow
+→ 403. The token (or session) is read on every request, so a revoke or a sign-out holds at once
+on every board process.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from board.dashboard.csrf import check_csrf
+from board.domain.sessions import session_principal
 from board.domain.tokens import Principal, authenticate
 from board.state import BoardState
 
@@ -42,11 +44,15 @@ class TokenAuth(AbstractAuthenticationMiddleware):
                     "(create one with `board token create`)"
                 )
         board: BoardState = connection.app.state.board
-        principal = await authenticate(board.db, token)
-        if principal is None:
-            raise NotAuthorizedException("unknown or revoked token")
-        if via == "cookie":
+        if via == "cookie":  # the cookie holds a session id (board.domain.sessions)
+            principal = await session_principal(board.db, token)
+            if principal is None:
+                raise NotAuthorizedException("the session ended or its token was revoked")
             check_csrf(connection, token)  # a browser's cookie rides along on forged requests
+        else:
+            principal = await authenticate(board.db, token)
+            if principal is None:
+                raise NotAuthorizedException("unknown or revoked token")
         roles = connection.route_handler.opt.get("roles")
         if roles is None:
             raise PermissionDeniedException("this route names no role that may use it")

@@ -3,11 +3,13 @@
 A browser sends the cookie with any request to the board, including one a hostile page makes it
 send, so every state-changing request authenticated by the cookie must also prove it came from a
 page the board rendered: an ``X-CSRF-Token`` header (or a ``csrf`` form field, checked by the
-form's own route) equal to an HMAC of the session token. A hostile page can neither read the
-HttpOnly cookie nor the token embedded in the board's pages, so it cannot forge it. The HMAC is
-keyed by the session token itself, so it survives board restarts and is the same on every board
-process sharing a database. Bearer-token clients are not affected: a cross-site page cannot make
-a browser send an ``Authorization`` header.
+form's own route) equal to an HMAC of the session id the cookie holds (``board.domain.sessions``;
+a page requested with a Bearer token embeds the HMAC of that token). A hostile page can neither
+read the HttpOnly cookie nor the token embedded in the board's pages, so it cannot forge it. The
+HMAC is keyed by the session id itself, a random secret, so it survives board restarts, is the
+same on every board process sharing a database, and dies with the session at sign-out.
+Bearer-token clients are not affected: a cross-site page cannot make a browser send an
+``Authorization`` header.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ _PURPOSE = b"clipfarm dashboard csrf v1"
 
 
 def csrf_token(session_token: str) -> str:
-    """The CSRF token that goes with a session token (embedded in every dashboard page)."""
+    """The CSRF token that goes with a session id (or a page's Bearer token): embedded in every
+    dashboard page."""
     return hmac.new(session_token.encode(), _PURPOSE, hashlib.sha256).hexdigest()
 
 

@@ -4,8 +4,9 @@ The stream sends the page's snapshot (see ``snapshot.py``) at once and again whe
 it re-reads on every ``board.feed.any_change`` of this process, and at least every
 ``FALLBACK_S`` for changes made by another board process. Bursts (every heartbeat of a busy farm
 fires the feed) are coalesced to one read per ``MIN_INTERVAL_S``. The session is re-checked on
-every read: a revoked token ends the stream with a ``signed-out`` event. When the board goes
-away the browser's EventSource reconnects by itself and the first message is a full snapshot.
+every read: a revoked token or an ended session ends the stream with a ``signed-out`` event.
+When the board goes away the browser's EventSource reconnects by itself and the first message is
+a full snapshot.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from board.api.auth import caller, requires
 from board.dashboard.joblist import JobListQuery, job_list_snapshot, load_job_list
 from board.dashboard.jobpage import job_snapshot, load_job_detail
 from board.dashboard.roster import load_roster, roster_snapshot
-from board.dashboard.session import DASHBOARD_ROLES, session_token
+from board.dashboard.session import DASHBOARD_ROLES, principal_check
 from board.dashboard.snapshot import Snapshot
-from board.domain.tokens import Principal, authenticate
+from board.domain.tokens import Principal
 from board.errors import BadRequest, NotFound
 from board.infra.notify import wait_armed
 from board.state import BoardState
@@ -65,14 +66,14 @@ def snapshot_loader(board: BoardState, view: str, params: dict[str, str | None])
 
 
 async def _stream(
-    board: BoardState, token: str, load: Loader
+    board: BoardState, who_now: Callable[[], Awaitable[Principal | None]], load: Loader
 ) -> AsyncIterator[ServerSentEventMessage]:
     yield ServerSentEventMessage(comment="clipfarm live", retry=RETRY_MS)
     last = ""
     sent_at = time.monotonic()
     while True:
         changed = board.feed.any_change.arm()  # armed before reading: no change slips by
-        current = await authenticate(board.db, token)
+        current = await who_now()
         if current is None or current.role not in DASHBOARD_ROLES:
             yield ServerSentEventMessage(event="signed-out", data="{}")
             return
@@ -103,10 +104,10 @@ async def live_events(
     job: str | None = None,
 ) -> Response:
     load = snapshot_loader(board, view, {"state": tab, "sort": sort, "page": page, "job": job})
-    token = session_token(request)
     who: Principal = caller(request)
+    stream = _stream(board, principal_check(board, request), load)
     return ServerSentEvent(
-        board.streams.guard(who.token_id, who.name, _stream(board, token, load)),
+        board.streams.guard(who.token_id, who.name, stream),
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 

@@ -1,12 +1,17 @@
 """Signing in and out of the dashboard, and what a browser without a session is told.
 
-The session is the token itself, in an HttpOnly, SameSite=Strict cookie (``clipfarm_session``)
-that the board's TokenAuth accepts like a Bearer header. Admins and submitters may sign in;
-farmhand tokens may not.
+Signing in with a token opens a session held by the board (``board.domain.sessions``); its
+random id, never the token, goes in an HttpOnly, SameSite=Strict cookie (``clipfarm_session``)
+that the board's TokenAuth accepts in place of a Bearer header. Signing out ends the session on
+the board, so a copy of the cookie is worthless afterwards; revoking the token ends its sessions.
+The cookie is ``Secure`` when the request came over https, and always with
+``BOARD_SECURE_COOKIES=1``: behind a proxy that terminates TLS the board itself sees plain http.
+Admins and submitters may sign in; farmhand tokens may not.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 from urllib.parse import quote, urlsplit
 
@@ -19,6 +24,7 @@ from litestar.response import Redirect
 from board.api.auth import SESSION_COOKIE
 from board.dashboard.csrf import CSRF_FIELD, CSRF_HEADER, csrf_matches, csrf_token
 from board.dashboard.render import html_page, render
+from board.domain.sessions import end_session, open_session, session_principal
 from board.domain.tokens import Principal, authenticate
 from board.state import BoardState
 
@@ -40,11 +46,28 @@ def safe_next(target: str | None) -> str:
 
 
 def session_token(request: Request) -> str:
-    """The token that authenticated this request (the cookie's, or a Bearer header's)."""
+    """What authenticated this request: a Bearer header's token, or the cookie's session id.
+    The CSRF token of the request's pages is bound to it (``board.dashboard.csrf``)."""
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
         return header[7:].strip()
     return request.cookies.get(SESSION_COOKIE, "")
+
+
+def principal_check(
+    board: BoardState, request: Request
+) -> Callable[[], Awaitable[Principal | None]]:
+    """How a long answer (the dashboard's live stream) asks again who its caller is now: the
+    cookie's session or the Bearer token, whichever authenticated the request. None: signed
+    out, expired or revoked."""
+    credential = session_token(request)
+    if request.auth == "cookie":
+        return lambda: session_principal(board.db, credential)
+    return lambda: authenticate(board.db, credential)
+
+
+def _secure(request: Request, board: BoardState) -> bool:
+    return board.config.secure_cookies or request.url.scheme == "https"
 
 
 def _cross_site(request: Request) -> bool:
@@ -64,8 +87,8 @@ def _cross_site(request: Request) -> bool:
 
 
 async def _signed_in(request: Request, board: BoardState) -> Principal | None:
-    token = request.cookies.get(SESSION_COOKIE, "")
-    who = await authenticate(board.db, token) if token else None
+    session_id = request.cookies.get(SESSION_COOKIE, "")
+    who = await session_principal(board.db, session_id) if session_id else None
     return who if who is not None and who.role in DASHBOARD_ROLES else None
 
 
@@ -102,30 +125,31 @@ async def signin(
         )
     cookie = Cookie(
         key=SESSION_COOKIE,
-        value=token,
+        value=await open_session(board.db, who, SESSION_MAX_AGE_S),
         path="/",
         max_age=SESSION_MAX_AGE_S,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=_secure(request, board),
     )
     return Redirect(target, status_code=303, cookies=[cookie])
 
 
 @post("/signout", opt=PUBLIC, include_in_schema=False, request_max_body_size=16 * 1024)
-async def signout(request: Request) -> Response:
-    token = request.cookies.get(SESSION_COOKIE, "")
-    if token:
+async def signout(request: Request, board: BoardState) -> Response:
+    session_id = request.cookies.get(SESSION_COOKIE, "")
+    if session_id:
         form = await request.form()
         presented = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
-        if not csrf_matches(token, presented):
+        if not csrf_matches(session_id, presented):
             return html_page(
                 render("error.html", who=None, path="", title="Not signed out", status=403,
                        message="The sign-out form was not one of this board's pages."),
                 status_code=403,
             )  # fmt: skip
+        await end_session(board.db, session_id)  # a copy of the cookie is worthless from now
     gone = Cookie(key=SESSION_COOKIE, value="", path="/", max_age=0, httponly=True,
-                  samesite="strict", secure=request.url.scheme == "https")  # fmt: skip
+                  samesite="strict", secure=_secure(request, board))  # fmt: skip
     return Redirect("/signin", status_code=303, cookies=[gone])
 
 

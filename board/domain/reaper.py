@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 from board.domain.deletions import remove_expired_outputs
 from board.domain.janitor import sweep_dead_uploads
 from board.domain.lifecycle import TRANSFER_STAGES, Moved, announce, requeue_lost
+from board.domain.sessions import remove_dead_sessions
 from board.infra.models import jobs
 from board.state import BoardState
 from wire import ACTIVE_STATES
@@ -94,8 +95,8 @@ async def nudge_waiting_claimers(board: BoardState) -> None:
 
 async def run_reaper(board: BoardState) -> None:
     """Reap forever, every ``BOARD_REAP_INTERVAL_S``; every ``BOARD_JANITOR_INTERVAL_S``, sweep
-    the files of dead leases and remove outputs past ``BOARD_OUTPUT_RETENTION_DAYS``. Errors
-    are logged, never fatal."""
+    the files of dead leases, remove outputs past ``BOARD_OUTPUT_RETENTION_DAYS`` and forget
+    expired or revoked dashboard sessions. Errors are logged, never fatal."""
     swept_at = time.monotonic()
     while True:
         try:
@@ -105,6 +106,7 @@ async def run_reaper(board: BoardState) -> None:
                 swept_at = time.monotonic()
                 await sweep_dead_uploads(board)
                 await remove_expired_outputs(board)
+                await remove_dead_sessions(board.db)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -59,6 +59,19 @@ tokens = Table(
     Column("revoked_at", Float),
 )
 
+# A dashboard sign-in (board.domain.sessions): the cookie holds a random session id, stored here
+# as its sha256; signing out deletes the row, a revoked token's rows stop counting at once.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("token_id", Integer, ForeignKey("tokens.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_sessions_token", "token_id"),
+    Index("ix_sessions_expires", "expires_at"),
+)
+
 # A farmhand is its token (docs/architecture.md, "Farmhands"): one row per farmhand token, holding
 # everything the board decides about it (state, failures, the jobs it failed, its slots through
 # the jobs it holds). ``name`` is what the farmhand calls itself, for display only; rows without

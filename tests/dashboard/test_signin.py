@@ -35,7 +35,8 @@ def test_sign_in_sets_an_httponly_strict_cookie_and_returns_to_the_page(shared_b
         r = browser.post("/signin", data={"token": shared_board.admin_token, "next": "/farmhands"})
         assert r.status_code == 303 and r.headers["location"] == "/farmhands"
         cookie = r.headers["set-cookie"]
-        assert cookie.startswith(f"clipfarm_session={shared_board.admin_token};")
+        assert cookie.startswith("clipfarm_session=cs_")  # a session id, never the token
+        assert shared_board.admin_token not in cookie
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
         assert "Secure" not in cookie  # plain http here; https requests get Secure
         page = browser.get("/farmhands")
