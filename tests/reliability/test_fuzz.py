@@ -6,8 +6,8 @@ content type and shape it names.
 Examples per operation: ``CLIPFARM_FUZZ_EXAMPLES`` (default 16 schema-valid, and half as many schema-invalid);
 for a long run: ``CLIPFARM_FUZZ_EXAMPLES=300 .venv/bin/python -m pytest tests/reliability/test_fuzz.py``.
 Half of the generated cases have their path ids replaced by real ones (a job held under a lease,
-a queued one, a cancelled one, real media, the real lease token), so the fuzz reaches past
-"no such job" into the routes' own checks.
+a queued one, a cancelled one, real media, the real lease token; for deletes, cancelled jobs of
+their own), so the fuzz reaches past "no such job" into the routes' own checks.
 """
 
 from __future__ import annotations
@@ -83,6 +83,13 @@ class Objects:
         self.lease = self.farmhand.claim_ok()
         assert self.lease.job_id == held
         self.jobs = [held, queued, cancelled]
+        # DELETE cases on real ids take these (a deleted job answers 404 to every later case, so
+        # the jobs above stay for the other operations)
+        self.doomed = []
+        for _ in range(3):
+            doomed = owner.submit_ok(owner.compilation(self.media[1]))["id"]
+            assert owner.http.post(f"/api/v1/jobs/{doomed}/cancel").status_code == 200
+            self.doomed.append(doomed)
         # The submitter owns the objects and the farmhand holds the lease, so their cases on real
         # ids reach the routes' own checks; the admin may touch everything.
         admin = board.token("admin", f"fuzz-admin-{os.urandom(4).hex()}")
@@ -126,6 +133,8 @@ def _aim(case, objects: Objects, pick: int | None) -> None:
     params = case.path_parameters or {}
     if "job_id" in params:
         params["job_id"] = objects.jobs[pick % len(objects.jobs)]
+        if case.method.upper() == "DELETE":
+            params["job_id"] = objects.doomed[pick % len(objects.doomed)]
         if case.path.endswith("/events"):  # a live job's event stream stays open: not this
             params["job_id"] = objects.jobs[-1]  # one, the cancelled job's ends at once
     if "media_id" in params:
