@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from timeline.split import MIN_PART_WORK_S
+
 
 class ConfigError(ValueError):
     """A setting that cannot be used as given."""
@@ -53,6 +55,7 @@ class BoardConfig:
     max_connections: int = 4096
     max_streams_per_token: int = 16  # open event streams (jobs' and the dashboard's) per token
     output_retention_days: float | None = None  # None: outputs are kept until deleted
+    split_min_work_s: float = MIN_PART_WORK_S  # a part of a split render holds at least this
     secure_cookies: bool = False  # behind TLS (a proxy terminating https): cookies are Secure
     host: str = "127.0.0.1"
     port: int = 8000
@@ -143,6 +146,7 @@ def load_config(**overrides) -> BoardConfig:
         max_connections=max(8, int(_float("BOARD_MAX_CONNECTIONS", 4096))),
         max_streams_per_token=max(1, int(_float("BOARD_MAX_STREAMS_PER_TOKEN", 16))),
         output_retention_days=_optional_float("BOARD_OUTPUT_RETENTION_DAYS"),
+        split_min_work_s=_float("BOARD_SPLIT_MIN_WORK_S", MIN_PART_WORK_S),
         secure_cookies=_flag("BOARD_SECURE_COOKIES"),
         host=os.environ.get("BOARD_HOST", "127.0.0.1"),
         port=int(_float("BOARD_PORT", 8000)),

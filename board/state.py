@@ -101,6 +101,9 @@ class BoardState:
     online: OnlineFarm = field(default_factory=OnlineFarm)
     check_ins: dict[int, CheckIn] = field(default_factory=dict)
     unacknowledged: Unacknowledged = field(default_factory=Unacknowledged)
+    # farmhands whose claims wait for work on this board process, by farmhand id: who could
+    # take a part if a job were split now
+    idle: dict[int, Skills] = field(default_factory=dict)
     prober: Prober = field(init=False, repr=False)  # uploads' ffprobe runs (board.infra.probing)
     streams: StreamSlots = field(init=False, repr=False)  # open event streams per token
     _refreshing: asyncio.Future | None = field(default=None, repr=False)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
 import shutil
@@ -31,6 +32,7 @@ from farmhand.client import BoardClient, BoardError, LeaseLost, sha256_of
 from farmhand.fetch import FetchError, FetchLeaseLost, board_headers, fetch_all
 from timeline.encoders import choose_encoders
 from timeline.errors import EncoderError, PermanentRenderError, RenderCancelled, RenderError
+from timeline.probe import MediaInfo
 from timeline.progress import Progress
 from timeline.render import RenderResult, render
 from timeline.spec import Source, SpecError
@@ -239,12 +241,14 @@ class JobRunner:
             part = msgspec.convert(context.part, Part)
             return await asyncio.to_thread(
                 render_part, context.compilation, paths, part, workdir / "part.mp4",
-                encoder=context.encoder, parallel=self.parallel, **common,
+                encoder=context.encoder, parallel=self.parallel, media=_probed(context, paths),
+                **common,
             )  # fmt: skip
         if context.kind == "audio":
             return await asyncio.to_thread(
-                render_audio, context.compilation, paths, workdir / "audio.m4a", **common
-            )
+                render_audio, context.compilation, paths, workdir / "audio.m4a",
+                media=_probed(context, paths), **common,
+            )  # fmt: skip
         if context.kind == "join":
             videos = [p for p in context.pieces if p.part is not None]
             (audio,) = [p for p in context.pieces if p.part is None]
@@ -354,6 +358,17 @@ def _piece_ref(piece: Piece) -> MediaRef:
     name = "audio.m4a" if piece.part is None else f"part-{piece.part['index']}.mp4"
     return MediaRef(id=piece.job_id, url=piece.url, size=piece.size, sha256=piece.sha256,
                     filename=name)  # fmt: skip
+
+
+def _probed(context: JobContext, fetched: dict[str, Path]) -> dict[str, MediaInfo]:
+    """The board's probes of the sources this piece does not read (it fetched only its own):
+    the plan of the whole compilation needs every source's facts."""
+    known = {f.name for f in dataclasses.fields(MediaInfo)}
+    return {
+        key: MediaInfo(path=Path(key), **{k: v for k, v in facts.items() if k in known})
+        for key, facts in context.probes.items()
+        if key not in fetched and known - {"path"} <= facts.keys()
+    }
 
 
 def _piece_key(piece: Piece) -> str:

@@ -318,6 +318,9 @@ class JobContext(WireStruct):
     encoder: str = ""
     # join: the pieces to join, downloaded like media (video parts in order, then the audio)
     pieces: list[Piece] = []
+    # part, audio: the board's probe of every media source (``Source.key`` → the facts of a
+    # ``timeline.probe.MediaInfo``), for planning the whole compilation without fetching it all
+    probes: dict[str, dict] = {}
 
 
 class Piece(WireStruct):

@@ -29,6 +29,7 @@ JOB_UPLOAD_THUMBNAIL = f"{HELD_JOB}/thumbnail"
 JOB_COMPLETE = f"{HELD_JOB}/complete"
 JOB_FAIL = f"{HELD_JOB}/fail"
 JOB_RELEASE = f"{HELD_JOB}/release"
+JOB_PIECE = f"{HELD_JOB}/pieces/{{piece_id}}"  # a join downloads the pieces it joins
 
 # ---------------------------------------------------------------- submitters
 JOBS = f"{API}/jobs"

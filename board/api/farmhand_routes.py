@@ -17,10 +17,11 @@ from litestar import Controller, Request, Response, get, post, put
 from litestar.types import Receive
 
 from board.api.auth import caller, requires
-from board.api.http import body_chunks
+from board.api.http import body_chunks, ranged_file
 from board.api.openapi import (
     ContentRangeHeader,
     LeaseHeader,
+    RangeHeader,
     Sha256Header,
     SizeHeader,
     also,
@@ -34,6 +35,7 @@ from board.domain.jobs import job_context
 from board.domain.outputs import (
     THUMBNAIL_MAX,
     complete_job,
+    piece_for_join,
     receive_output,
     receive_thumbnail,
     upload_status,
@@ -62,6 +64,7 @@ from wire.routes import (
     JOB_CONTEXT,
     JOB_FAIL,
     JOB_HEARTBEAT,
+    JOB_PIECE,
     JOB_RELEASE,
     JOB_UPLOAD,
     JOB_UPLOAD_THUMBNAIL,
@@ -230,6 +233,30 @@ class FarmhandController(Controller):
         self, request: Request, board: BoardState, job_id: str, lease: LeaseHeader = None
     ) -> None:
         await receive_thumbnail(board, caller(request), job_id, lease, body_chunks(request))
+
+    @get(
+        typed(JOB_PIECE),
+        summary="Download a piece of the split job the held join joins (HTTP Range supported)",
+        media_type="application/octet-stream",
+        responses={
+            **errors(400, 404, 409, 416),
+            **also(206, bytes, "The byte range asked for", "application/octet-stream"),
+        },
+    )
+    async def piece(
+        self,
+        request: Request,
+        board: BoardState,
+        job_id: str,
+        piece_id: str,
+        lease: LeaseHeader = None,
+        range_: RangeHeader = None,
+    ) -> Response:
+        key, size = await piece_for_join(board, caller(request), job_id, lease, piece_id)
+        return ranged_file(
+            board, key, size, range_, media_type="application/octet-stream",
+            filename=f"{piece_id}.mp4",
+        )  # fmt: skip
 
     @post(
         typed(JOB_COMPLETE),

@@ -108,6 +108,13 @@ async def load_job_detail(
 def job_snapshot(detail: JobDetail) -> Snapshot:
     regions = {
         name: str(macro("_job.html", name.replace("-", "_"))(detail))
-        for name in ("job-head", "job-progress", "job-output", "job-attempts", "job-events")
+        for name in (
+            "job-head",
+            "job-progress",
+            "job-output",
+            "job-parts",
+            "job-attempts",
+            "job-events",
+        )
     }
     return Snapshot(regions=regions)

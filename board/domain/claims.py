@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Float, and_, bindparam, exists, false, func, or_, select
 from sqlalchemy.engine import Connection
 
-from board.domain import lifecycle
+from board.domain import lifecycle, splits
 from board.domain.farmhands import check_in_to_claim
 from board.domain.lifecycle import Moved, announce
 from board.domain.matching import Skills, can_take, skills_of
@@ -74,7 +74,14 @@ def _eligible(skills: Skills, gpu_codecs: frozenset[str]):
                     ors.append(and_(is_codec, jobs.c.req_encoder == "any"))
     if not ors:
         return false()
-    return and_(or_(*ors), jobs.c.req_gpu_memory_mb <= skills.gpu_memory_mb)
+    return and_(
+        or_(*ors),
+        jobs.c.req_gpu_memory_mb <= skills.gpu_memory_mb,
+        # a part of a split job needs the very encoder its split was planned with
+        or_(
+            jobs.c.req_encoder_name.is_(None), jobs.c.req_encoder_name.in_(sorted(skills.encoders))
+        ),
+    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -91,7 +98,15 @@ def _candidates(skills: Skills, gpu_codecs: frozenset[str]):
     if skills.tags:
         foreign_tag = foreign_tag.where(job_tags.c.tag.not_in(sorted(skills.tags)))
     return (
-        select(jobs.c.id, jobs.c.attempts, jobs.c.failed_by, jobs.c.requirements)
+        select(
+            jobs.c.id,
+            jobs.c.attempts,
+            jobs.c.failed_by,
+            jobs.c.requirements,
+            jobs.c.kind,
+            jobs.c.split,
+            jobs.c.parent_id,
+        )
         .where(
             jobs.c.state == "queued",
             jobs.c.not_before <= bindparam("now", type_=Float),
@@ -140,6 +155,32 @@ def _may_claim(conn: Connection, farmhand_id: int, slots: int, *, lock: bool) ->
     return Refusal.FULL if held >= slots else None
 
 
+def _split_among_idle(
+    conn: Connection, board: BoardState, row, farmhand_id: int, skills: Skills, now: float
+) -> list[str]:
+    """Split the job of ``row`` when farmhands waiting for work on this board could take its
+    parts (docs/architecture.md, "Split render"): its pieces' ids, the first for this claimer;
+    empty when it is not split. The parts are encoded with this farmhand's encoder for the job,
+    so only farmhands that verified the same one are counted (and may take them)."""
+    requirements = row.requirements
+    encoder = skills.first_encoder(requirements.get("codec"), requirements.get("encoder", "any"))
+    if encoder is None:
+        return []
+    needs = {**requirements, "encoder_name": encoder}
+    helpers = [
+        other
+        for other, their in list(board.idle.items())
+        if other != farmhand_id and can_take(their, needs)
+    ]
+    if not helpers:
+        return []
+    job = conn.execute(select(jobs).where(jobs.c.id == row.id)).one()
+    return splits.split_job(
+        conn, job, renderers=1 + len(helpers), encoder=encoder,
+        min_work_s=board.config.split_min_work_s, now=now,
+    )  # fmt: skip
+
+
 async def _try_claim(
     board: BoardState, farmhand_id: int, name: str, skills: Skills, slots: int, token_id: int
 ) -> Claim | Refusal:
@@ -156,7 +197,7 @@ async def _try_claim(
             return refused
         return None if conn.execute(first, binds).first() else Refusal.NO_JOB
 
-    def take_best(conn: Connection) -> tuple[str, str, float] | Refusal:
+    def take_best(conn: Connection) -> tuple[str, str, float, list[Moved]] | Refusal:
         refused = _may_claim(conn, farmhand_id, slots, lock=True)
         if refused is not None:
             return refused
@@ -176,10 +217,16 @@ async def _try_claim(
             passed.append(row.id)
             if _better_left_to_others(row, farmhand_id, online):
                 continue
+            job_id, attempt, moved = row.id, row.attempts + 1, []
+            if splits.may_split(row):
+                pieces = _split_among_idle(conn, board, row, farmhand_id, skills, now)
+                if pieces:
+                    job_id, attempt = pieces[0], 1
+                    moved = [Moved(row.id, "running"), *(Moved(p, "queued") for p in pieces[1:])]
             taken = lifecycle.grant_lease(
                 conn,
-                row.id,
-                row.attempts + 1,
+                job_id,
+                attempt,
                 farmhand_id=farmhand_id,
                 farmhand=name,
                 token_id=token_id,
@@ -187,15 +234,15 @@ async def _try_claim(
                 now=now,
             )
             if taken is not None:
-                return (row.id, *taken)
+                return (job_id, *taken, moved)
 
     # A reader answers the claims that cannot take anything (most of an idle fleet's), so only
     # a claim with something to take waits for the writer; which job it gets is decided there.
     found = await board.db.query(look) or await board.db.transact(take_best)
     if isinstance(found, Refusal):
         return found
-    job_id, lease_token, expires = found
-    announce(board, [Moved(job_id, "claimed")])
+    job_id, lease_token, expires, moved = found
+    announce(board, [*moved, Moved(job_id, "claimed")])
     return Claim(
         job_id=job_id,
         lease_token=lease_token,
@@ -237,9 +284,12 @@ async def claim(
             # No job: the next one that becomes claimable wakes us. Stopped or full: what
             # changes that (an admin's resume, a job of ours ending) is rarer; look again soon.
             wait = left if found is Refusal.NO_JOB else min(left, RECHECK_S)
+            if found is Refusal.NO_JOB:  # idle: a job split now may give it a part
+                board.idle[me.farmhand_id] = skills
             await _first(wait_armed(armed, wait), gone.wait())
         finally:
             board.feed.work.leave(armed)
+            board.idle.pop(me.farmhand_id, None)
     return None
 
 

@@ -13,7 +13,8 @@ from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from board.domain.lifecycle import Moved, announce, held_job, own_lease, record_event
+from board.domain import splits
+from board.domain.lifecycle import Held, Moved, announce, held_job, own_lease, record_event
 from board.domain.limits import (
     SubmitterLimits,
     apply_limits,
@@ -26,7 +27,16 @@ from board.domain.tokens import Principal
 from board.domain.views import job_select, job_view, to_dt
 from board.errors import BadRequest, BoardError, Conflict, NotFound
 from board.infra.ids import new_id
-from board.infra.models import attempts, farmhands, job_events, job_media, job_tags, jobs, media
+from board.infra.models import (
+    attempts,
+    farmhands,
+    job_events,
+    job_media,
+    job_tags,
+    jobs,
+    media,
+    outputs,
+)
 from board.state import BoardState
 from timeline.plan import estimate_duration
 from timeline.spec import Compilation, Source
@@ -39,10 +49,11 @@ from wire import (
     JobPage,
     JobView,
     MediaRef,
+    Piece,
     Requirements,
     SubmitJob,
 )
-from wire.routes import JOB_UPLOAD, JOB_UPLOAD_THUMBNAIL, MEDIA_CONTENT, path
+from wire.routes import JOB_PIECE, JOB_UPLOAD, JOB_UPLOAD_THUMBNAIL, MEDIA_CONTENT, path
 
 PAGE_MAX = 500
 # Jobs per unit of work in a batch submit: a unit holds the writer, and every claim and heartbeat
@@ -107,7 +118,12 @@ def _check_sources(conn: Connection, compilation: Compilation, submitter_id: int
 
 
 def body_hash(job: SubmitJob) -> str:
-    return hashlib.sha256(msgspec.json.encode(job)).hexdigest()
+    """What an idempotency key is checked against. A field left at a default added later
+    (``split``) is left out, so a body hashes as it did before that field existed."""
+    body = msgspec.to_builtins(job)
+    if body.get("split") == "auto":
+        del body["split"]
+    return hashlib.sha256(msgspec.json.encode(body)).hexdigest()
 
 
 def requirements_of(job: SubmitJob) -> Requirements:
@@ -185,6 +201,7 @@ def _validated(
             req_codec=req.codec,
             req_encoder=req.encoder,
             req_gpu_memory_mb=req.min_gpu_memory_mb,
+            split=job.split,
             attempts=0,
             max_attempts=job.max_attempts,
             not_before=0.0,
@@ -388,12 +405,31 @@ def _read_visible(who: Principal, job_id: str, which: int):
     return lambda conn: conn.execute(query, params).first()
 
 
+_PIECES = (
+    select(
+        jobs.c.id, jobs.c.kind, jobs.c.piece, jobs.c.state, jobs.c.attempts, jobs.c.stage,
+        jobs.c.progress, jobs.c.error, farmhands.c.name.label("farmhand"),
+    )
+    .select_from(jobs.outerjoin(farmhands, farmhands.c.id == jobs.c.farmhand_id))
+    .where(jobs.c.parent_id == bindparam("b_id"))
+)  # fmt: skip
+
+
 async def get_job(board: BoardState, who: Principal, job_id: str) -> JobView:
-    """The job, if ``who`` may see it (its submitter or an admin; others get 404)."""
-    row = await board.db.query(_read_visible(who, job_id, 0))
+    """The job, if ``who`` may see it (its submitter or an admin; others get 404), with its
+    pieces when it was split."""
+    read = _read_visible(who, job_id, 0)
+
+    def with_pieces(conn: Connection):
+        row = read(conn)
+        if row is None or row.kind != "render":
+            return row, []
+        return row, conn.execute(_PIECES, {"b_id": job_id}).all()
+
+    row, pieces = await board.db.query(with_pieces)
     if row is None:
         raise NotFound(f"no job {job_id}")
-    return job_view(row)
+    return job_view(row, pieces)
 
 
 async def check_owner(board: BoardState, who: Principal, job_id: str) -> None:
@@ -428,8 +464,9 @@ async def list_jobs(
             f"unknown sort {sort!r}; use one of {', '.join(SORTS)} (prefix - for descending)"
         )
     order = column.desc() if sort.startswith("-") else column.asc()
-    query = _visible(who, job_select())
-    count = _visible(who, select(func.count()).select_from(jobs))
+    whole = jobs.c.parent_id.is_(None)  # a split job's pieces are shown with it, not listed
+    query = _visible(who, job_select().where(whole))
+    count = _visible(who, select(func.count()).select_from(jobs).where(whole))
     if state:
         query = query.where(jobs.c.state.in_(state))
         count = count.where(jobs.c.state.in_(state))
@@ -490,27 +527,37 @@ async def job_history(
 async def job_context(
     board: BoardState, job_id: str, lease_token: str, who: Principal
 ) -> JobContext:
-    """Everything a farmhand needs to render the job it holds, limits applied."""
+    """Everything a farmhand needs to render the job it holds, limits applied (a piece of a
+    split job: the compilation as it was split, which its plan must match)."""
     own_lease(who, job_id, lease_token)
 
     def read(conn: Connection):
         held = held_job(conn, job_id, lease_token)
         row = conn.execute(
-            select(jobs.c.title, jobs.c.compilation, jobs.c.requirements).where(jobs.c.id == job_id)
-        ).one()
-        sub = load_limits(conn, held.submitter_id)
-        capped, notes = apply_limits(msgspec.convert(row.compilation, Compilation), sub.limits)
-        ids = {s.media for s in capped.sources() if s.media}
+            select(
+                jobs.c.title, jobs.c.compilation, jobs.c.requirements, jobs.c.piece,
+                jobs.c.req_encoder_name,
+            ).where(jobs.c.id == job_id)
+        ).one()  # fmt: skip
+        compilation = msgspec.convert(row.compilation, Compilation)
+        notes: list[str] = []
+        if held.kind == "render":
+            sub = load_limits(conn, held.submitter_id)
+            compilation, notes = apply_limits(compilation, sub.limits)
+        pieces = _pieces_to_join(conn, held) if held.kind == "join" else []
+        ids = {s.media for s in compilation.sources() if s.media} if held.kind != "join" else set()
         found = []
         if ids:
             found = conn.execute(
-                select(media.c.id, media.c.size, media.c.sha256, media.c.filename).where(
-                    media.c.id.in_(ids)
-                )
+                select(
+                    media.c.id, media.c.size, media.c.sha256, media.c.filename, media.c.probe
+                ).where(media.c.id.in_(ids))
             ).all()
-        return held, row, capped, notes, ids, found
+        return held, row, compilation, notes, ids, found, pieces
 
-    held, row, capped, notes, ids, found = await board.db.query(read)
+    held, row, compilation, notes, ids, found, pieces = await board.db.query(read)
+    # a piece plans the whole compilation but fetches only what it reads: the board's probes
+    probes = {f"media:{m.id}": m.probe for m in found} if held.kind in splits.PIECES else {}
     refs = {
         m.id: MediaRef(
             id=m.id,
@@ -524,10 +571,11 @@ async def job_context(
     missing = ids - refs.keys()
     if missing:
         raise NotFound(f"media {', '.join(sorted(missing))} of job {job_id} no longer exists")
+    piece = row.piece or {}
     return JobContext(
         job_id=job_id,
         title=row.title,
-        compilation=capped,
+        compilation=compilation,
         requirements=msgspec.convert(row.requirements, Requirements),
         media=refs,
         output_url=path(JOB_UPLOAD, job_id=job_id),
@@ -535,4 +583,32 @@ async def job_context(
         attempt=held.attempts,
         heartbeat_interval_s=board.config.heartbeat_s,
         limits_applied=notes,
+        kind=held.kind,
+        sources=piece.get("sources"),
+        part=piece.get("part"),
+        encoder=row.req_encoder_name or "",
+        pieces=pieces,
+        probes=probes,
     )
+
+
+def _pieces_to_join(conn: Connection, join: Held) -> list[Piece]:
+    """What a join downloads: every video part of its split, in order, then the audio."""
+    rows = conn.execute(
+        select(jobs.c.id, jobs.c.kind, jobs.c.piece, outputs.c.size, outputs.c.sha256)
+        .select_from(jobs.join(outputs, outputs.c.job_id == jobs.c.id))
+        .where(jobs.c.parent_id == join.parent_id, jobs.c.kind.in_(splits.PIECES),
+               jobs.c.state == "succeeded")
+    ).all()  # fmt: skip
+    rows.sort(key=lambda r: (r.kind != "part", r.piece["index"]))
+    return [
+        Piece(
+            job_id=r.id,
+            kind=r.kind,
+            url=path(JOB_PIECE, job_id=join.id, piece_id=r.id),
+            size=r.size,
+            sha256=r.sha256,
+            part=r.piece.get("part"),
+        )
+        for r in rows
+    ]

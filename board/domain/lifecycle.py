@@ -26,19 +26,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Text, bindparam, insert, select, type_coerce, update
+from sqlalchemy import Text, bindparam, delete, insert, select, type_coerce, update
 from sqlalchemy.engine import Connection
 
+from board.domain import splits
 from board.domain.tokens import Principal
-from board.errors import Conflict, LeaseLost, NotFound, lease_lost
+from board.errors import BadRequest, Conflict, LeaseLost, NotFound, lease_lost
 from board.infra.models import attempts, farmhands, job_events, jobs, outputs, usage
 from board.state import BoardState
 from wire import ACTIVE_STATES, Complete, Fail, Heartbeat, HeartbeatReply, Release
 
 STDERR_TAIL_MAX = 8000
-# Stages that move bytes over the network: their speed is the link's, not ffmpeg's, so they are
-# not watched for stalls (the lease still is). A stage change counts as progress.
-TRANSFER_STAGES = ("fetching", "uploading")
+# Stages the reaper does not watch for stalls: moving bytes over the network (their speed is
+# the link's, not ffmpeg's; the lease still is watched), and a split job, whose pieces are.
+# A stage change counts as progress.
+TRANSFER_STAGES = ("fetching", "uploading", splits.SPLIT_STAGE)
 # The statements every farmhand call runs, built once; values are bound per call (``b_*`` name
 # the WHERE's, the rest are the columns written), so SQLAlchemy reuses their compiled form.
 _INSERT_EVENT = insert(job_events)
@@ -135,7 +137,7 @@ def _move(
     record_event(conn, job.id, job.state, to_state, farmhand=job.farmhand, message=message, at=now)
 
 
-def _end_attempt(
+def end_attempt(
     conn: Connection, lease_token: str, outcome: str, *, at: float, **values: Any
 ) -> None:
     if values.get("stderr_tail"):
@@ -187,6 +189,8 @@ class Held:
     failed_by: list[int]
     stage: str | None
     progress: float
+    kind: str  # render, or a piece of a split job: part, audio, join
+    parent_id: str | None
 
 
 _HELD = (
@@ -200,6 +204,8 @@ _HELD = (
         jobs.c.submitter_id,
         jobs.c.stage,
         jobs.c.progress,
+        jobs.c.kind,
+        jobs.c.parent_id,
         type_coerce(jobs.c.failed_by, Text).label("failed_by"),
     )
     .select_from(jobs.outerjoin(farmhands, farmhands.c.id == jobs.c.farmhand_id))
@@ -361,8 +367,10 @@ async def complete(
     own_lease(who, job_id, done.lease_token)
     now = time.time()
 
-    def unit(conn: Connection) -> None:
+    def unit(conn: Connection) -> list[Moved]:
         held = held_job(conn, job_id, done.lease_token)
+        if held.kind != "audio" and not output["width"]:
+            raise BadRequest(f"the uploaded output of job {job_id} has no video stream")
         _move(
             conn,
             held,
@@ -381,16 +389,14 @@ async def complete(
             now=now,
         )
         conn.execute(insert(outputs).values(job_id=job_id, created_at=now, **output))
-        conn.execute(
-            insert(usage).values(
-                submitter_id=held.submitter_id,
-                job_id=job_id,
-                month=time.strftime("%Y-%m", time.gmtime(now)),
-                render_seconds=output["duration_s"],
-                at=now,
-            )
-        )
-        _end_attempt(
+        moved = [Moved(job_id, "succeeded")]
+        if held.kind == "render":
+            _record_usage(conn, held.submitter_id, job_id, output["duration_s"], now)
+        elif held.kind == "join":  # the split job is done: the join's output is its output
+            moved += _finish_split(conn, held, output, now)
+        elif (join := splits.add_join_when_ready(conn, held.parent_id, now)) is not None:
+            moved.append(Moved(join, "queued"))
+        end_attempt(
             conn,
             done.lease_token,
             "succeeded",
@@ -399,9 +405,44 @@ async def complete(
             stderr_tail=done.stderr_tail or None,
         )
         conn.execute(_FARMHAND_DID_ONE, {"b_id": held.farmhand_id, "last_seen_at": now})
+        return moved
 
-    await board.db.transact(unit)
-    announce(board, [Moved(job_id, "succeeded")])
+    announce(board, await board.db.transact(unit))
+
+
+def _record_usage(
+    conn: Connection, submitter_id: int, job_id: str, render_s: float, now: float
+) -> None:
+    """The month's usage of the submitter: the real length of what was rendered."""
+    conn.execute(
+        insert(usage).values(
+            submitter_id=submitter_id,
+            job_id=job_id,
+            month=time.strftime("%Y-%m", time.gmtime(now)),
+            render_seconds=render_s,
+            at=now,
+        )
+    )
+
+
+def _finish_split(conn: Connection, join: Held, output: dict[str, Any], now: float) -> list[Moved]:
+    """The join of a split job succeeded: its output becomes the parent's, which succeeds."""
+    parent = conn.execute(
+        select(jobs.c.id, jobs.c.state, jobs.c.submitter_id).where(jobs.c.id == join.parent_id)
+    ).one()
+    done = conn.execute(
+        update(jobs)
+        .where(jobs.c.id == parent.id, jobs.c.state == "running")
+        .values(state="succeeded", stage="done", progress=1.0, eta_s=0.0, error=None,
+                finished_at=now, updated_at=now)
+    )  # fmt: skip
+    if done.rowcount != 1:
+        return []  # cancelled meanwhile: the pieces' work is left unused
+    conn.execute(insert(outputs).values(job_id=parent.id, created_at=now, **output))
+    _record_usage(conn, parent.submitter_id, parent.id, output["duration_s"], now)
+    message = f"joined: {output['duration_s']:.2f} s, {output['size']} bytes"
+    record_event(conn, parent.id, "running", "succeeded", message=message, at=now)
+    return [Moved(parent.id, "succeeded")]
 
 
 def retry_delay(config, attempt: int) -> float:
@@ -417,7 +458,7 @@ async def fail(board: BoardState, job_id: str, failure: Fail, who: Principal) ->
     own_lease(who, job_id, failure.lease_token)
     now = time.time()
 
-    def unit(conn: Connection) -> str:
+    def unit(conn: Connection) -> tuple[str, list[Moved]]:
         held = held_job(conn, job_id, failure.lease_token)
         if failure.retryable and held.attempts < held.max_attempts:
             delay = retry_delay(board.config, held.attempts)
@@ -442,7 +483,7 @@ async def fail(board: BoardState, job_id: str, failure: Fail, who: Principal) ->
             if failure.retryable:
                 message = f"gave up after {held.attempts} attempts: {failure.error}"
         _move(conn, held, to_state, {**values, "error": message}, message=message, now=now)
-        _end_attempt(
+        end_attempt(
             conn,
             failure.lease_token,
             "failed",
@@ -451,6 +492,10 @@ async def fail(board: BoardState, job_id: str, failure: Fail, who: Principal) ->
             encoder=failure.encoder or None,
             stderr_tail=failure.stderr_tail or None,
         )
+        if to_state == "failed" and held.parent_id is not None:
+            gave_up = splits.abandon(conn, held.parent_id, f"{held.kind} failed: {message}", now)
+        else:
+            gave_up = []
         # Only the farmhand's retryable failures count towards quarantine: a permanent failure is
         # the input's fault.
         _farmhand_outcome(
@@ -460,10 +505,10 @@ async def fail(board: BoardState, job_id: str, failure: Fail, who: Principal) ->
             bad=failure.retryable,
             why=failure.error,
         )
-        return to_state
+        return to_state, [Moved(job_id, to_state), *(Moved(*m) for m in gave_up)]
 
-    to_state = await board.db.transact(unit)
-    announce(board, [Moved(job_id, to_state)])
+    to_state, moved = await board.db.transact(unit)
+    announce(board, moved)
     return to_state
 
 
@@ -484,7 +529,7 @@ def _give_back(conn: Connection, held: Held, why: str, now: float) -> None:
     not counted against it."""
     back = {**BACK_IN_QUEUE, "attempts": max(0, held.attempts - 1), "not_before": now}
     _move(conn, held, "queued", {**back, "queued_at": now}, message=f"released: {why}", now=now)
-    _end_attempt(conn, held.lease_token, "released", at=now, error=why)
+    end_attempt(conn, held.lease_token, "released", at=now, error=why)
 
 
 def release_forgotten_claims(
@@ -512,12 +557,21 @@ def release_forgotten_claims(
 
 
 def requeue_lost(
-    conn: Connection, job: Any, *, quarantine_after: int, outcome: str, why: str, now: float
+    conn: Connection,
+    job: Any,
+    *,
+    quarantine_after: int,
+    outcome: str,
+    why: str,
+    now: float,
+    also: list[tuple[str, str]] | None = None,
 ) -> str | None:
     """A lease that ended without a word from its holder (expired or stalled): the attempt
     counts; the job goes back to the queue at once (it was not at fault) or fails when out of
     attempts. ``job`` is a row with id and lease_token. Returns the new state, or None when the
-    lease had moved on already (another board process's reaper got there first)."""
+    lease had moved on already (another board process's reaper got there first); ``also``
+    receives (id, state) of other jobs it moved (a split abandoned for a piece out of attempts).
+    """
     try:
         held = held_job(conn, job.id, job.lease_token)
     except LeaseLost:
@@ -537,8 +591,12 @@ def requeue_lost(
         to_state = "queued"
         values = {**BACK_IN_QUEUE, "not_before": now, "queued_at": now}
     _move(conn, held, to_state, {**values, "error": message}, message=message, now=now)
-    _end_attempt(conn, job.lease_token, outcome, at=now, error=why)
+    end_attempt(conn, job.lease_token, outcome, at=now, error=why)
     _farmhand_outcome(quarantine_after, conn, held.farmhand_id, bad=True, why=why)
+    if to_state == "failed" and held.parent_id is not None:
+        gave_up = splits.abandon(conn, held.parent_id, f"{held.kind} {message}", now)
+        if also is not None:
+            also.extend(gave_up)
     return to_state
 
 
@@ -549,7 +607,7 @@ def _locked(conn: Connection, job_id: str) -> Any:
     """The job's row, locked until the transaction ends (PostgreSQL; SQLite's BEGIN IMMEDIATE
     already is), so a complete, fail or claim racing this change is decided before or after it."""
     row = conn.execute(
-        select(jobs.c.state, jobs.c.lease_token, jobs.c.farmhand_id)
+        select(jobs.c.id, jobs.c.state, jobs.c.lease_token, jobs.c.farmhand_id, jobs.c.parent_id)
         .where(jobs.c.id == job_id)
         .with_for_update()
     ).first()
@@ -560,58 +618,57 @@ def _locked(conn: Connection, job_id: str) -> Any:
 
 async def cancel(board: BoardState, job_id: str, *, by: str) -> str:
     """Cancel now: a queued job at once, a claimed/running one by revoking its lease (the holder
-    learns at its next heartbeat). Cancelling a cancelled job is a no-op; a finished one is 409."""
+    learns at its next heartbeat); a split job with every piece of it (cancelling a piece cancels
+    its job). Cancelling a cancelled job is a no-op; a finished one is 409."""
     now = time.time()
 
-    def unit(conn: Connection) -> bool:
+    def unit(conn: Connection) -> list[Moved]:
         row = _locked(conn, job_id)
+        if row.parent_id is not None:
+            row = _locked(conn, row.parent_id)
         if row.state == "cancelled":
-            return False
+            return []
         if row.state in ("succeeded", "failed"):
-            raise Conflict(f"job {job_id} already {row.state}; nothing to cancel")
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.state == row.state)
-            .values(
-                state="cancelled",
-                lease_token=None,
-                lease_expires_at=None,
-                finished_at=now,
-                stage="cancelled",
-                eta_s=None,
-                updated_at=now,
-            )
-        )
-        name = None
-        if row.lease_token:
-            _end_attempt(conn, row.lease_token, "cancelled", at=now, error=f"cancelled by {by}")
-            name = _farmhand_name(conn, row.farmhand_id)
-        record_event(
-            conn,
-            job_id,
-            row.state,
-            "cancelled",
-            farmhand=name,
-            message=f"cancelled by {by}",
-            at=now,
-        )
-        return True
+            raise Conflict(f"job {row.id} already {row.state}; nothing to cancel")
+        why = f"cancelled by {by}"
+        moved = [_cancel_one(conn, row, why, now)]
+        for piece in splits.children(conn, row.id):
+            if piece.state in ("queued", *ACTIVE_STATES):
+                moved.append(_cancel_one(conn, _locked(conn, piece.id), why, now))
+        return moved
 
-    if await board.db.transact(unit):
-        announce(board, [Moved(job_id, "cancelled")])
+    announce(board, await board.db.transact(unit))
     return "cancelled"
 
 
+def _cancel_one(conn: Connection, row: Any, why: str, now: float) -> Moved:
+    conn.execute(
+        update(jobs)
+        .where(jobs.c.id == row.id, jobs.c.state == row.state)
+        .values(state="cancelled", lease_token=None, lease_expires_at=None, finished_at=now,
+                stage="cancelled", eta_s=None, updated_at=now)
+    )  # fmt: skip
+    name = None
+    if row.lease_token:
+        end_attempt(conn, row.lease_token, "cancelled", at=now, error=why)
+        name = _farmhand_name(conn, row.farmhand_id)
+    record_event(conn, row.id, row.state, "cancelled", farmhand=name, message=why, at=now)
+    return Moved(row.id, "cancelled")
+
+
 async def retry(board: BoardState, job_id: str, *, by: str) -> None:
-    """Put a failed or cancelled job back in the queue with a fresh attempt budget."""
+    """Put a failed or cancelled job back in the queue with a fresh attempt budget (a split job
+    whole again: its old pieces go)."""
     now = time.time()
 
     def unit(conn: Connection) -> None:
         row = _locked(conn, job_id)
-        if row.state not in ("failed", "cancelled"):
+        if row.state not in ("failed", "cancelled") or row.parent_id is not None:
             raise Conflict(
-                f"job {job_id} is {row.state}; only failed or cancelled jobs can be retried"
+                f"job {job_id} is {row.state if row.parent_id is None else 'a piece of a job'}; "
+                "only failed or cancelled jobs can be retried"
             )
+        conn.execute(delete(jobs).where(jobs.c.parent_id == job_id))
         conn.execute(
             update(jobs)
             .where(jobs.c.id == job_id, jobs.c.state == row.state)

@@ -21,8 +21,9 @@ from collections.abc import AsyncIterable
 from sqlalchemy import select
 
 from board.domain.lifecycle import complete, fence
+from board.domain.splits import PIECES
 from board.domain.tokens import Principal
-from board.errors import BadRequest, Conflict, RangeNotSatisfiable, lease_lost
+from board.errors import BadRequest, Conflict, NotFound, RangeNotSatisfiable, lease_lost
 from board.infra.models import jobs, outputs
 from board.state import BoardState
 from timeline.mp4info import Mp4Error, read_mp4
@@ -241,8 +242,8 @@ async def complete_job(board: BoardState, who: Principal, job_id: str, done: Com
         raise BadRequest(
             f"the uploaded output of job {job_id} is not a readable video (MP4): {exc}"
         ) from None
-    if not info.has_video or not info.duration_s:
-        raise BadRequest(f"the uploaded output of job {job_id} has no video stream")
+    if not info.duration_s or not (info.has_video or info.has_audio):
+        raise BadRequest(f"the uploaded output of job {job_id} has no video or sound in it")
     thumb = thumb_key(job_id, done.lease_token)
     await complete(
         board,
@@ -272,3 +273,31 @@ async def output_location(board: BoardState, job_id: str) -> tuple[str, str | No
     if row is None:
         return "", None, 0
     return row.storage_key, row.thumbnail_key, row.size
+
+
+async def piece_for_join(
+    board: BoardState, who: Principal, join_id: str, lease_token: str | None, piece_id: str
+) -> tuple[str, int]:
+    """(storage key, size) of the output of ``piece_id``, a piece the join held under
+    ``lease_token`` may download: a succeeded part or audio track of the same split job."""
+    await _check_lease(board, who, join_id, lease_token)
+    join = jobs.alias("join_job")
+    query = (
+        select(outputs.c.storage_key, outputs.c.size)
+        .select_from(
+            outputs.join(jobs, jobs.c.id == outputs.c.job_id).join(
+                join, join.c.parent_id == jobs.c.parent_id
+            )
+        )
+        .where(
+            jobs.c.id == piece_id,
+            jobs.c.kind.in_(PIECES),
+            jobs.c.state == "succeeded",
+            join.c.id == join_id,
+            join.c.kind == "join",
+        )
+    )
+    row = await board.db.query(lambda conn: conn.execute(query).first())
+    if row is None:
+        raise NotFound(f"no piece {piece_id} for the join {join_id}")
+    return row.storage_key, row.size

@@ -59,11 +59,14 @@ async def reap_expired_leases(board: BoardState) -> int:
             else:
                 outcome = "stalled"
                 why = f"stalled: no progress for {board.config.stall_s:g} s"
+            also: list[tuple[str, str]] = []  # a split abandoned for a piece out of attempts
             to_state = requeue_lost(
-                conn, job, quarantine_after=quarantine_after, outcome=outcome, why=why, now=now
-            )
+                conn, job, quarantine_after=quarantine_after, outcome=outcome, why=why, now=now,
+                also=also,
+            )  # fmt: skip
             if to_state is not None:
                 moved.append(Moved(job.id, to_state))
+            moved += [Moved(job_id, state) for job_id, state in also]
         return moved
 
     moved = await board.db.transact(unit)

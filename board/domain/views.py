@@ -9,7 +9,15 @@ import msgspec
 from sqlalchemy import select
 
 from board.infra.models import farmhands, jobs, outputs, submitters
-from wire import Capabilities, FarmhandView, JobView, MediaView, OutputInfo, Requirements
+from wire import (
+    Capabilities,
+    FarmhandView,
+    JobView,
+    MediaView,
+    OutputInfo,
+    PartView,
+    Requirements,
+)
 from wire.routes import JOB_OUTPUT, JOB_THUMBNAIL, MEDIA_CONTENT, path
 
 
@@ -36,7 +44,20 @@ def job_select():
     )
 
 
-def job_view(row: Any) -> JobView:
+def job_view(row: Any, pieces: list | None = None) -> JobView:
+    """``row`` from ``job_select``; ``pieces``: a split job's pieces (``jobs._PIECES`` rows),
+    whose mean progress is the job's."""
+    parts = [
+        PartView(
+            id=p.id, kind=p.kind, index=(p.piece or {}).get("index", 0), state=p.state,
+            attempts=p.attempts, stage=p.stage, progress=p.progress or 0.0, farmhand=p.farmhand,
+            error=p.error,
+        )
+        for p in sorted(pieces or (), key=lambda p: (p.piece or {}).get("index", 0))
+    ]  # fmt: skip
+    progress = row.progress or 0.0
+    if parts and row.state == "running":
+        progress = sum(p.progress for p in parts) / len(parts)
     output = None
     if row.out_size is not None:
         output = OutputInfo(
@@ -60,7 +81,7 @@ def job_view(row: Any) -> JobView:
         attempts=row.attempts,
         max_attempts=row.max_attempts,
         stage=row.stage,
-        progress=row.progress or 0.0,
+        progress=progress,
         eta_s=row.eta_s,
         farmhand=row.farmhand_name,
         encoder=row.encoder,
@@ -71,6 +92,7 @@ def job_view(row: Any) -> JobView:
         finished_at=to_dt(row.finished_at),
         estimate_s=row.estimate_s,
         output=output,
+        parts=parts,
     )
 
 

@@ -130,7 +130,16 @@ jobs = Table(
     Column("updated_at", Float, nullable=False),
     Column("claimed_at", Float),
     Column("finished_at", Float),
+    # a split job's pieces (docs/architecture.md, "Split render"): the job they belong to, what
+    # they are (render: a whole job; part, audio, join), what they render, the one encoder a
+    # video part must be encoded with; ``split`` is the submitter's choice (auto or never)
+    Column("parent_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE")),
+    Column("kind", String(8), nullable=False, default="render", server_default="render"),
+    Column("piece", JSON),
+    Column("req_encoder_name", String(64)),
+    Column("split", String(8), nullable=False, default="auto", server_default="auto"),
     UniqueConstraint("submitter_id", "idempotency_key", name="uq_jobs_submitter_idempotency"),
+    Index("ix_jobs_parent", "parent_id"),
     Index("ix_jobs_lease", "state", "lease_expires_at"),
     Index("ix_jobs_submitter_state", "submitter_id", "state"),
 )

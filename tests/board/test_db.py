@@ -196,10 +196,10 @@ def test_postgres_claims_walk_the_queue_in_order_before_statistics_catch_up(data
     def plan(conn) -> list[str]:
         walk_indexes_in_order(conn)
         assert conn.execute(query, binds).first().id == "job00000"  # the oldest
-        compiled = query.compile(dialect=conn.dialect)
-        params = compiled.construct_params(binds)
-        values = tuple(params[name] for name in compiled.positiontup)
-        return list(conn.exec_driver_sql("EXPLAIN " + compiled.string, values).scalars())
+        sql = query.params(**binds).compile(
+            dialect=conn.dialect, compile_kwargs={"literal_binds": True}
+        )
+        return list(conn.exec_driver_sql(f"EXPLAIN {sql}").scalars())
 
     async def scenario(db: Database) -> list[str]:
         await db.transact(fill)
