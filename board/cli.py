@@ -95,20 +95,13 @@ def _token_revoke(args: argparse.Namespace) -> int:
 
 def _limits_set(args: argparse.Namespace) -> int:
     from board.config import load_config as _load
+    from board.domain.limits import LIMIT_FIELDS
     from board.domain.submitters import set_limits
     from board.infra.storage import LocalStorage
     from board.state import BoardState
     from wire import Limits
 
-    limits = Limits(
-        max_width=args.max_width,
-        max_height=args.max_height,
-        max_fps=args.max_fps,
-        max_clips=args.max_clips,
-        forced_watermark=args.forced_watermark,
-        monthly_render_seconds=args.monthly_render_seconds,
-        storage_quota_bytes=args.storage_quota_bytes,
-    )
+    limits = Limits(**{name: getattr(args, name) for name in LIMIT_FIELDS})
 
     async def work(db) -> int:
         config = _load(data_dir=args.data_dir)

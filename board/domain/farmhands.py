@@ -117,15 +117,7 @@ async def check_in_to_claim(board: BoardState, request: ClaimRequest, who: Princ
     for job_id in forgotten:
         board.unacknowledged.ack(job_id)
     announce(board, [Moved(job_id, "queued") for job_id in forgotten])
-    checked = CheckIn(
-        farmhand_id=me.id,
-        token_id=who.token_id,
-        name=request.farmhand,
-        capabilities=caps,
-        state=me.state,
-        state_reason=me.state_reason,
-        at=now,
-    )
+    checked = CheckIn(me.id, who.token_id, request.farmhand, caps, me.state, me.state_reason, now)
     board.check_ins[who.token_id] = checked
     _refuse_revoked(me)
     return checked

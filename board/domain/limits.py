@@ -26,6 +26,9 @@ from board.infra.models import jobs, media, outputs, submitters, usage
 from timeline.spec import Compilation, Watermark
 from wire import Limits
 
+# every limit, named alike in ``Limits``, the submitters table and ``board limits set``'s flags
+LIMIT_FIELDS = tuple(f.name for f in msgspec.structs.fields(Limits))
+
 
 @dataclass(frozen=True)
 class SubmitterLimits:
@@ -36,19 +39,8 @@ class SubmitterLimits:
 
 def load_limits(conn: Connection, submitter_id: int) -> SubmitterLimits:
     row = (conn.execute(select(submitters).where(submitters.c.id == submitter_id))).first()
-    return SubmitterLimits(
-        submitter_id=row.id,
-        name=row.name,
-        limits=Limits(
-            max_width=row.max_width,
-            max_height=row.max_height,
-            max_fps=row.max_fps,
-            max_clips=row.max_clips,
-            forced_watermark=row.forced_watermark,
-            monthly_render_seconds=row.monthly_render_seconds,
-            storage_quota_bytes=row.storage_quota_bytes,
-        ),
-    )
+    limits = Limits(**{name: getattr(row, name) for name in LIMIT_FIELDS})
+    return SubmitterLimits(submitter_id=row.id, name=row.name, limits=limits)
 
 
 def _even(value: float) -> int:

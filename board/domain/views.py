@@ -44,6 +44,12 @@ def job_select():
     )
 
 
+# JobView's fields that are the job's columns as they are stored, and its times
+_AS_STORED = ("id", "title", "state", "priority", "attempts", "max_attempts", "stage", "eta_s",
+              "encoder", "error", "idempotency_key", "estimate_s")  # fmt: skip
+_TIMES = ("created_at", "updated_at", "claimed_at", "finished_at")
+
+
 def job_view(row: Any, pieces: list | None = None) -> JobView:
     """``row`` from ``job_select``; ``pieces``: a split job's pieces (``jobs._PIECES`` rows),
     whose mean progress is the job's."""
@@ -70,27 +76,13 @@ def job_view(row: Any, pieces: list | None = None) -> JobView:
             thumbnail_url=path(JOB_THUMBNAIL, job_id=row.id) if row.out_thumbnail_key else None,
         )
     return JobView(
-        id=row.id,
-        title=row.title,
-        state=row.state,
-        priority=row.priority,
+        **{name: getattr(row, name) for name in _AS_STORED},
+        **{name: to_dt(getattr(row, name)) for name in _TIMES},
         submitter=row.submitter_name,
-        created_at=to_dt(row.created_at),
-        updated_at=to_dt(row.updated_at),
         requirements=msgspec.convert(row.requirements, Requirements),
-        attempts=row.attempts,
-        max_attempts=row.max_attempts,
-        stage=row.stage,
         progress=progress,
-        eta_s=row.eta_s,
         farmhand=row.farmhand_name,
-        encoder=row.encoder,
-        error=row.error,
-        idempotency_key=row.idempotency_key,
         not_before=to_dt(row.not_before) if row.state == "queued" else None,
-        claimed_at=to_dt(row.claimed_at),
-        finished_at=to_dt(row.finished_at),
-        estimate_s=row.estimate_s,
         output=output,
         parts=parts,
     )

@@ -28,15 +28,19 @@ def _submit_to_waiting(submitter: Submitter, *farmhands: Farmhand, **submit):
         return job, [w.result(timeout=20) for w in waiting]
 
 
+def _split_between_two(board, media_dir):
+    """A submitter, two farmhands waiting, and a job of twelve items split between them."""
+    lane = new_lane()
+    alice = Submitter(board, lane=lane)
+    first, second = Farmhand(board, lane=lane), Farmhand(board, lane=lane)
+    job, leases = _submit_to_waiting(alice, first, second, compilation=_twelve(alice, media_dir))
+    return alice, first, second, job, leases
+
+
 def test_a_job_splits_when_another_farmhand_waits_and_cancel_reaches_every_piece(
     split_board, media_dir
 ):
-    lane = new_lane()
-    alice = Submitter(split_board, lane=lane)
-    first, second = Farmhand(split_board, lane=lane), Farmhand(split_board, lane=lane)
-    job, (mine, theirs) = _submit_to_waiting(
-        alice, first, second, compilation=_twelve(alice, media_dir)
-    )
+    alice, first, second, job, (mine, theirs) = _split_between_two(split_board, media_dir)
 
     view = alice.job(job["id"])
     assert view["state"] == "running" and view["stage"] == "split"
@@ -100,17 +104,12 @@ def test_parts_go_only_to_farmhands_that_verified_the_splits_encoder(split_board
 def test_a_piece_that_fails_for_good_abandons_the_split_and_the_job_renders_whole(
     split_board, media_dir
 ):
-    lane = new_lane()
-    alice = Submitter(split_board, lane=lane)
-    first, second = Farmhand(split_board, lane=lane), Farmhand(split_board, lane=lane)
-    job, (mine, theirs) = _submit_to_waiting(
-        alice, first, second, compilation=_twelve(alice, media_dir)
-    )
+    alice, _, _, job, (mine, theirs) = _split_between_two(split_board, media_dir)
     r = mine.fail("part 1 of 2 was planned from other facts", retryable=False)
     assert r.status_code == 200, r.text
     view = alice.job(job["id"])
     assert view["state"] == "queued" and view["stage"] is None
     assert all(p["state"] in ("failed", "cancelled") for p in view["parts"])
     assert theirs.heartbeat().json()["cancel"] is True
-    whole = Farmhand(split_board, lane=lane).claim_ok()
+    whole = Farmhand(split_board, lane=alice.lane).claim_ok()
     assert whole.job_id == job["id"] and whole.context().json()["kind"] == "render"
