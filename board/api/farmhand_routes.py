@@ -16,6 +16,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post, put
 from litestar.types import Receive
 
+import wire
 from board.api.auth import caller, requires
 from board.api.http import body_chunks, ranged_file
 from board.api.openapi import (
@@ -42,21 +43,6 @@ from board.domain.outputs import (
 )
 from board.errors import BadRequest
 from board.state import BoardState
-from wire import (
-    LEASE_HEADER,
-    Claim,
-    ClaimRequest,
-    Complete,
-    Fail,
-    FarmhandStatus,
-    FarmhandStatusReply,
-    Heartbeat,
-    HeartbeatReply,
-    JobContext,
-    JobMoved,
-    Release,
-    UploadStatus,
-)
 from wire.routes import (
     CLAIM,
     FARMHAND_STATUS,
@@ -127,8 +113,8 @@ class FarmhandController(Controller):
         responses={**errors(400, 413), **also(204, None, "No job for this farmhand now")},
     )
     async def claim(
-        self, request: Request, board: BoardState, data: ClaimRequest
-    ) -> Response[Claim | None]:
+        self, request: Request, board: BoardState, data: wire.ClaimRequest
+    ) -> Response[wire.Claim | None]:
         gone = asyncio.Event()
         # only a claim that waits can outlive its farmhand's connection
         watcher = (
@@ -150,8 +136,8 @@ class FarmhandController(Controller):
         responses=errors(400, 413),
     )
     async def status(
-        self, request: Request, board: BoardState, data: FarmhandStatus
-    ) -> FarmhandStatusReply:
+        self, request: Request, board: BoardState, data: wire.FarmhandStatus
+    ) -> wire.FarmhandStatusReply:
         return await report_status(board, data, caller(request))
 
     @get(
@@ -161,21 +147,21 @@ class FarmhandController(Controller):
     )
     async def context(
         self, request: Request, board: BoardState, job_id: str, lease: LeaseHeader = None
-    ) -> JobContext:
+    ) -> wire.JobContext:
         if not lease:
-            raise BadRequest(f"{LEASE_HEADER} header missing")
+            raise BadRequest(f"{wire.LEASE_HEADER} header missing")
         return await job_context(board, job_id, lease, caller(request))
 
     @post(
         typed(JOB_HEARTBEAT),
         status_code=200,
-        opt={"lease_body": Heartbeat, "cancelled_ok": True},
+        opt={"lease_body": wire.Heartbeat, "cancelled_ok": True},
         summary="Extend the lease, report progress",
         responses=errors(400, 409, 413),
     )
     async def heartbeat(
-        self, request: Request, board: BoardState, job_id: str, data: Heartbeat
-    ) -> HeartbeatReply:
+        self, request: Request, board: BoardState, job_id: str, data: wire.Heartbeat
+    ) -> wire.HeartbeatReply:
         return await lifecycle.heartbeat(board, job_id, data, caller(request))
 
     @put(
@@ -199,7 +185,7 @@ class FarmhandController(Controller):
         sha256: Sha256Header = None,
         size: SizeHeader = None,
         content_range: ContentRangeHeader = None,
-    ) -> UploadStatus:
+    ) -> wire.UploadStatus:
         return await receive_output(
             board,
             caller(request),
@@ -218,7 +204,7 @@ class FarmhandController(Controller):
     )
     async def output_status(
         self, request: Request, board: BoardState, job_id: str, lease: LeaseHeader = None
-    ) -> UploadStatus:
+    ) -> wire.UploadStatus:
         return await upload_status(board, caller(request), job_id, lease)
 
     @put(
@@ -261,35 +247,37 @@ class FarmhandController(Controller):
     @post(
         typed(JOB_COMPLETE),
         status_code=200,
-        opt={"lease_body": Complete},
+        opt={"lease_body": wire.Complete},
         summary="Report the job done (after its output was uploaded)",
         responses=errors(400, 409, 413),
     )
     async def complete(
-        self, request: Request, board: BoardState, job_id: str, data: Complete
-    ) -> JobMoved:
+        self, request: Request, board: BoardState, job_id: str, data: wire.Complete
+    ) -> wire.JobMoved:
         await complete_job(board, caller(request), job_id, data)
-        return JobMoved(state="succeeded")
+        return wire.JobMoved(state="succeeded")
 
     @post(
         typed(JOB_FAIL),
         status_code=200,
-        opt={"lease_body": Fail},
+        opt={"lease_body": wire.Fail},
         summary="Report a failed attempt",
         responses=errors(400, 409, 413),
     )
-    async def fail(self, request: Request, board: BoardState, job_id: str, data: Fail) -> JobMoved:
-        return JobMoved(state=await lifecycle.fail(board, job_id, data, caller(request)))
+    async def fail(
+        self, request: Request, board: BoardState, job_id: str, data: wire.Fail
+    ) -> wire.JobMoved:
+        return wire.JobMoved(state=await lifecycle.fail(board, job_id, data, caller(request)))
 
     @post(
         typed(JOB_RELEASE),
         status_code=200,
-        opt={"lease_body": Release},
+        opt={"lease_body": wire.Release},
         summary="Give the job back (shutting down, or the owner came back)",
         responses=errors(400, 409, 413),
     )
     async def release(
-        self, request: Request, board: BoardState, job_id: str, data: Release
-    ) -> JobMoved:
+        self, request: Request, board: BoardState, job_id: str, data: wire.Release
+    ) -> wire.JobMoved:
         await lifecycle.release(board, job_id, data, caller(request))
-        return JobMoved(state="queued")
+        return wire.JobMoved(state="queued")

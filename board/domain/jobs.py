@@ -486,7 +486,9 @@ async def job_history(
 
     def read(conn: Connection) -> tuple[list, list]:
         events = conn.execute(
-            select(job_events).where(job_events.c.job_id == job_id).order_by(job_events.c.id)
+            select(*(job_events.c[name] for name in JobEvent.__struct_fields__))
+            .where(job_events.c.job_id == job_id)
+            .order_by(job_events.c.id)
         ).all()
         tries = conn.execute(
             select(attempts, farmhands.c.name.label("farmhand_name"))
@@ -498,26 +500,16 @@ async def job_history(
 
     events, tries = await board.db.query(read)
     return (
-        [
-            JobEvent(
-                at=to_dt(e.at),
-                from_state=e.from_state,
-                to_state=e.to_state,
-                farmhand=e.farmhand,
-                message=e.message,
-            )
-            for e in events
-        ],
+        [JobEvent(**{**e._mapping, "at": to_dt(e.at)}) for e in events],
         [
             AttemptView(
-                number=a.number,
+                **{
+                    k: a._mapping[k]
+                    for k in ("number", "outcome", "encoder", "error", "stderr_tail")
+                },
                 farmhand=a.farmhand_name,
                 started_at=to_dt(a.started_at),
                 ended_at=to_dt(a.ended_at),
-                outcome=a.outcome,
-                encoder=a.encoder,
-                error=a.error,
-                stderr_tail=a.stderr_tail,
             )
             for a in tries
         ],

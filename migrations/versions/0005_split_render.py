@@ -20,17 +20,21 @@ branch_labels = None
 depends_on = None
 
 
+# What a job gains: where a piece belongs, what it is and renders, the encoder a part must use,
+# and the submitter's choice.
+NEW_COLUMNS = (
+    ("parent_id", sa.String(length=32), {}),
+    ("kind", sa.String(length=8), {"nullable": False, "server_default": "render"}),
+    ("piece", sa.JSON(), {}),
+    ("req_encoder_name", sa.String(length=64), {}),
+    ("split", sa.String(length=8), {"nullable": False, "server_default": "auto"}),
+)
+
+
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("parent_id", sa.String(length=32), nullable=True))
-        batch.add_column(
-            sa.Column("kind", sa.String(length=8), nullable=False, server_default="render")
-        )
-        batch.add_column(sa.Column("piece", sa.JSON(), nullable=True))
-        batch.add_column(sa.Column("req_encoder_name", sa.String(length=64), nullable=True))
-        batch.add_column(
-            sa.Column("split", sa.String(length=8), nullable=False, server_default="auto")
-        )
+        for name, kind, options in NEW_COLUMNS:
+            batch.add_column(sa.Column(name, kind, **options))
         batch.create_foreign_key(
             "fk_jobs_parent_id_jobs", "jobs", ["parent_id"], ["id"], ondelete="CASCADE"
         )
@@ -42,5 +46,5 @@ def downgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.drop_index("ix_jobs_parent")
         batch.drop_constraint("fk_jobs_parent_id_jobs", type_="foreignkey")
-        for column in ("split", "req_encoder_name", "piece", "kind", "parent_id"):
-            batch.drop_column(column)
+        for name, _, _ in reversed(NEW_COLUMNS):
+            batch.drop_column(name)
