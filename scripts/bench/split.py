@@ -1,0 +1,318 @@
+"""Split render: one compilation rendered by 1 renderer against N renderers, one core each.
+
+    python scripts/bench/split.py [--height 720] [--reps 3] [--renderers 2] [--media DIR]
+
+A *renderer* is a worker process pinned to one core (``os.sched_setaffinity``, which every
+ffmpeg it starts inherits), standing for a farmhand: on this 2-core machine two of them fit
+side by side. Renderers pull their work from one queue, as farmhands pull jobs from the board:
+
+- ``whole``: one renderer renders the compilation with ``timeline.render.render``.
+- ``split``: N renderers take the parts of ``timeline.split.split_plan`` and the audio track
+  (biggest first: the sound goes to the first renderer done with its part); when all are in,
+  the first free renderer joins them (``join_parts``). Every piece plans for itself, as a
+  farmhand would.
+
+Both are handed the sources' probes, as a board holding them from the uploads would hand them
+out (``media=``): no renderer probes anything.
+
+Both use the same encoder settings (libx264 at the compilation's quality, one segment encoding
+at a time per renderer, hence one thread). They run side by side in alternating order, ``--reps``
+times; the medians of wall time, their ratio (the speed-up), each piece's time, the model of
+what N renderers would give, and the outputs' sizes and SSIM of the split output against the
+whole one are printed.
+
+The model (Amdahl's, measured): the whole render's time less the sound and the join is the
+video work ``V``, which splits; each part adds a fixed cost ``o`` (its process, its plan, its
+ffmpeg starts, one more decode of an xfade's head), measured as the parts' summed time less
+``V``, per part; the sound (after a part, on one renderer) and the join do not split. So N
+renderers take ``V/N + o + audio + join``. A new way to run the pieces (a real farm of
+farmhands, say) is another ``Setup``: a name and a ``run``.
+
+The compilation is the mixed one of ``render.py`` (its media are generated once into
+``--media``, default /tmp/clipfarm-bench-media, and reused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from render import DEFAULT_MEDIA, FFMPEG, MIXED, load, machine, make_media, mixed_compilation
+
+from timeline.plan import render_plan
+from timeline.probe import MediaInfo
+from timeline.render import probe_sources, render
+from timeline.spec import Compilation
+from timeline.split import Part, join_parts, render_audio, render_part, split_plan
+
+
+@dataclass
+class Job:
+    """What every setup renders: the compilation, its local files and their probes (which a
+    board holds from the uploads and hands to whoever renders)."""
+
+    compilation: Compilation
+    sources: dict[str, Path]
+    media: dict[str, MediaInfo]
+
+
+@dataclass
+class Run:
+    """One run of a setup: its wall time, its output, and the time of each piece in it."""
+
+    wall: float
+    output: Path
+    pieces: dict[str, float] = field(default_factory=dict)  # name -> wall seconds
+    cpu: float = 0.0  # user + sys of every ffmpeg the run started
+
+
+class Setup(Protocol):
+    name: str
+
+    def run(self, job: Job, work: Path) -> Run: ...
+
+
+# ---------------------------------------------------------------- renderers: one core each
+
+
+def _renderer(core: int, tasks, results) -> None:
+    """A renderer's loop: pinned to ``core``, run each task (a function and its arguments)
+    until told to stop (None); report (name, wall seconds, CPU seconds of its ffmpegs)."""
+    import resource
+
+    os.sched_setaffinity(0, {core})
+    while (task := tasks.get()) is not None:
+        name, work, args = task
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        try:
+            work(*args)
+            error = None
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        results.put((name, wall, cpu, error))
+
+
+class Renderers:
+    """``count`` renderer processes, renderer k pinned to core k (modulo the cores there are),
+    started before any clock runs."""
+
+    def __init__(self, count: int) -> None:
+        context = multiprocessing.get_context("fork")
+        self.tasks, self.results = context.Queue(), context.Queue()
+        cores = sorted(os.sched_getaffinity(0))
+        self.processes = [
+            context.Process(target=_renderer, args=(cores[k % len(cores)], self.tasks,
+                                                    self.results), daemon=True)
+            for k in range(count)
+        ]  # fmt: skip
+        for process in self.processes:
+            process.start()
+
+    def submit(self, name: str, work: Callable, *args) -> None:
+        self.tasks.put((name, work, args))
+
+    def collect(self, count: int) -> dict[str, tuple[float, float]]:
+        """Wait for ``count`` results: name -> (wall, cpu); raise on the first failure."""
+        found = {}
+        for _ in range(count):
+            name, wall, cpu, error = self.results.get()
+            if error is not None:
+                raise RuntimeError(f"{name} failed: {error}")
+            found[name] = (wall, cpu)
+        return found
+
+    def close(self) -> None:
+        for _ in self.processes:
+            self.tasks.put(None)
+        for process in self.processes:
+            process.join(timeout=30)
+
+
+# ---------------------------------------------------------------- the setups
+
+
+class Whole:
+    """One renderer renders the whole compilation."""
+
+    name = "whole"
+
+    def run(self, job: Job, work: Path) -> Run:
+        out = work / "whole.mp4"
+        pool = Renderers(1)
+        try:
+            start = time.perf_counter()
+            pool.submit("render", _render_whole, job, out)
+            [(wall, cpu)] = pool.collect(1).values()
+            return Run(time.perf_counter() - start, out, {"render": wall}, cpu)
+        finally:
+            pool.close()
+
+
+def _render_whole(job: Job, out: Path) -> None:
+    render(job.compilation, job.sources, out, parallel=1, media=job.media)
+
+
+class SplitLocal:
+    """``renderers`` renderers on this machine render the parts and the sound, then one joins
+    them; the pieces travel as files in ``work`` (a farm would upload and fetch them)."""
+
+    def __init__(self, renderers: int) -> None:
+        self.renderers = renderers
+        self.name = f"split {renderers}"
+
+    def run(self, job: Job, work: Path) -> Run:
+        plan = render_plan(job.compilation, job.media)
+        parts = split_plan(plan, self.renderers, parallel=1, min_work_s=0)
+        files = [work / f"part-{part.index}.mp4" for part in parts]
+        audio, out = work / "audio.m4a", work / "split.mp4"
+        pool = Renderers(self.renderers)
+        try:
+            start = time.perf_counter()
+            for part, path in sorted(zip(parts, files, strict=True), key=lambda p: -p[0].frames):
+                pool.submit(f"part {part.index + 1}", _render_part, job, part, path)
+            pool.submit("audio", _render_audio, job, audio)
+            pieces = pool.collect(len(parts) + 1)
+            pool.submit("join", _join, parts, files, audio, out)
+            pieces |= pool.collect(1)
+            wall = time.perf_counter() - start
+        finally:
+            pool.close()
+        return Run(wall, out, {name: w for name, (w, _) in pieces.items()},
+                   sum(cpu for _, cpu in pieces.values()))  # fmt: skip
+
+
+def _render_part(job: Job, part: Part, out: Path) -> None:
+    render_part(job.compilation, job.sources, part, out, parallel=1, media=job.media)
+
+
+def _render_audio(job: Job, out: Path) -> None:
+    render_audio(job.compilation, job.sources, out, media=job.media)
+
+
+def _join(parts, files, audio, out) -> None:
+    join_parts(parts, files, audio, out)
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def ssim(distorted: Path, reference: Path) -> float:
+    done = subprocess.run(
+        [FFMPEG, "-hide_banner", "-nostats", "-i", str(distorted), "-i", str(reference),
+         "-lavfi", "[0:v][1:v]ssim", "-f", "null", "-"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    found = re.search(r"All:([0-9.]+)", done.stderr)
+    return float(found.group(1)) if found else float("nan")
+
+
+def frame_count(path: Path) -> int:
+    done = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_packets", "-show_entries",
+         "stream=nb_read_packets", "-of", "csv=p=0", str(path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return int(done.stdout.strip())
+
+
+def model(whole_s: float, parts_s: float, count: int, audio_s: float, join_s: float,
+          n: int) -> float:  # fmt: skip
+    """Wall seconds of a split into ``n`` parts (see the module's docstring), from a measured
+    whole render and split into ``count`` parts."""
+    video_s = whole_s - audio_s - join_s
+    per_part_s = max(0.0, (parts_s - video_s) / count)
+    return whole_s if n == 1 else video_s / n + per_part_s + audio_s + join_s
+
+
+def report(whole: list[Run], split: list[Run], job: Job, args) -> dict:
+    """Print the medians, the speed-up, the model and the outputs' comparison; return them."""
+    plan = render_plan(job.compilation, job.media)
+
+    def median(of: Callable[[Run], float], runs: list[Run] = split) -> float:
+        return statistics.median(of(run) for run in runs)
+
+    whole_s, split_s = median(lambda r: r.wall, whole), median(lambda r: r.wall)
+    names = list(split[0].pieces)
+    piece_s = {name: median(lambda r, n=name: r.pieces[n]) for name in names}
+    parts = [name for name in names if name.startswith("part")]
+    parts_s = median(lambda r: sum(r.pieces[p] for p in parts))
+    modelled = {n: model(whole_s, parts_s, len(parts), piece_s["audio"], piece_s["join"], n)
+                for n in (1, 2, 3, 4, 8)}  # fmt: skip
+    print(f"{args.height}p, {len(plan.items)} items -> {plan.planned_s:.1f} s of output, "
+          f"median of {args.reps}:")  # fmt: skip
+    print(f"  whole on 1 renderer {whole_s:.2f} s ({median(lambda r: r.cpu, whole):.1f} s cpu); "
+          f"split on {args.renderers} {split_s:.2f} s ({median(lambda r: r.cpu):.1f} s cpu): "
+          f"speed-up {whole_s / split_s:.2f}x")  # fmt: skip
+    print("  pieces: " + "  ".join(f"{name} {s:.2f} s" for name, s in piece_s.items()))
+    print("  model, N renderers: " + "  ".join(f"N={n} {t:.1f} s ({whole_s / t:.2f}x)"
+                                               for n, t in modelled.items()))  # fmt: skip
+    outputs = (whole[-1].output, split[-1].output)
+    sizes = [path.stat().st_size for path in outputs]
+    frames = [frame_count(path) for path in outputs]
+    similarity = ssim(outputs[1], outputs[0])
+    print(f"  output: whole {sizes[0]:,} bytes, split {sizes[1]:,} bytes "
+          f"({sizes[1] / sizes[0] - 1:+.2%}); frames {frames[0]} / {frames[1]} "
+          f"(planned {plan.total_frames}); SSIM split vs whole {similarity:.5f}")  # fmt: skip
+    print(f"# load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return {"height": args.height, "reps": args.reps, "renderers": args.renderers,
+            "whole_s": whole_s, "split_s": split_s, "speedup": whole_s / split_s,
+            "pieces_s": piece_s, "model_s": modelled, "sizes": sizes,
+            "frames": frames, "ssim": similarity}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--height", type=int, default=720, help="output height")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--renderers", type=int, default=2)
+    parser.add_argument("--media", type=Path, default=DEFAULT_MEDIA)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    print(f"# {machine()}", flush=True)
+    make_media(args.media, MIXED)
+    compilation, sources = load(mixed_compilation(args.height), args.media)
+    job = Job(compilation, sources, probe_sources(compilation, sources))
+    setups: list[Setup] = [Whole(), SplitLocal(args.renderers)]
+    runs: dict[str, list[Run]] = {setup.name: [] for setup in setups}
+    work = Path(tempfile.mkdtemp(prefix="clipfarm-bench-split-"))
+    try:
+        for rep in range(args.reps):
+            order = setups[rep % len(setups) :] + setups[: rep % len(setups)]
+            for setup in order:
+                folder = work / f"{setup.name.replace(' ', '-')}-{rep}"
+                folder.mkdir()
+                run = setup.run(job, folder)
+                runs[setup.name].append(run)
+                print(f"  rep {rep + 1} {setup.name}: {run.wall:.2f} s  ({run.cpu:.1f} s cpu; "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in run.pieces.items()) + ")",
+                      flush=True)  # fmt: skip
+        result = report(runs[setups[0].name], runs[setups[1].name], job, args)
+        if args.json:
+            result["machine"] = machine()
+            result["runs"] = {name: [{"wall": r.wall, "cpu": r.cpu, "pieces": r.pieces}
+                                     for r in rs] for name, rs in runs.items()}  # fmt: skip
+            args.json.write_text(json.dumps(result, indent=2))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
