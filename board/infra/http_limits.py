@@ -9,7 +9,7 @@ seconds (slowloris), or connects and sends nothing, would hold its connection fo
 few hundred of them every connection the board has. ``HeadLimitedProtocol`` is uvicorn's
 httptools protocol with the two bounds added, at the connection level, before any request
 reaches the app: a request head must be complete within ``head_timeout_s`` of the connection
-being made (or of the first byte of the next request on a kept-alive connection), and within
+being made (or of the first byte after the last answer on a kept-alive connection), and within
 ``max_head_bytes``. The head is still parsed by httptools only; this counts time and bytes.
 """
 
@@ -37,7 +37,13 @@ _TOO_LARGE = (
 class HeadLimitedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, closing a connection whose request head takes longer than
     ``head_timeout_s`` or more than ``max_head_bytes`` to arrive. Subclassed per board
-    (``protocol_for``) to carry the board's setting."""
+    (``protocol_for``) to carry the board's setting.
+
+    The head's time runs from the connection (a client that connects and sends nothing is bound
+    too), or on a kept-alive connection from the first byte after the last answer (a blank line
+    counts: llhttp skips it without starting a request, and uvicorn's idle timer stops at it),
+    until the head is complete. A request being received or answered is never cut: a slow
+    upload's body is not a head."""
 
     head_timeout_s: float = 10.0
     max_head_bytes: int = MAX_HEAD_BYTES
@@ -45,31 +51,41 @@ class HeadLimitedProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0
-        self._reading_head = True
+        self._in_head = False  # a request began and its head is not complete
+        self._heads = 0  # heads received on this connection
+        self._answered = 0  # answers finished on this connection
         super().connection_made(transport)
         self._head_transport = transport
-        self._arm_head_timer()  # a connection that sends nothing is bound too
+        self._arm_head_timer()
+
+    def _waiting_for_a_head(self) -> bool:
+        """A head is being received, or the connection is between requests."""
+        return self._in_head or self._heads == self._answered
 
     def data_received(self, data: bytes) -> None:
+        if self._head_timer is None and self._waiting_for_a_head():
+            self._arm_head_timer()  # the first bytes of the next request (or a stray blank line)
         super().data_received(data)
-        if self._reading_head:  # a head not complete after this data: count what it took
+        if self._waiting_for_a_head():  # what this data left of a head still incomplete
             self._head_bytes += len(data)
             if self._head_bytes > self.max_head_bytes and not self._head_transport.is_closing():
                 self._head_transport.write(_TOO_LARGE)
                 self._head_transport.close()
 
     def on_message_begin(self) -> None:
-        # the first byte of a request: on a kept-alive connection its head's time starts now
-        self._reading_head = True
-        self._head_bytes = 0
-        if self._head_timer is None:
-            self._arm_head_timer()
+        self._in_head = True
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
-        self._reading_head = False
+        self._in_head = False
+        self._heads += 1
+        self._head_bytes = 0
         self._disarm_head_timer()
         super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        self._answered += 1
+        super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
@@ -86,7 +102,7 @@ class HeadLimitedProtocol(HttpToolsProtocol):
 
     def _head_too_slow(self) -> None:
         self._head_timer = None
-        if self._reading_head and not self._head_transport.is_closing():
+        if self._waiting_for_a_head() and not self._head_transport.is_closing():
             log.info("closed a connection whose request head took over %g s", self.head_timeout_s)
             self._head_transport.close()
 

@@ -94,6 +94,48 @@ def test_the_next_request_on_a_kept_alive_connection_has_the_same_deadline(stric
     assert lasted < HEAD_TIMEOUT_S + 5
 
 
+def test_blank_lines_after_an_answer_do_not_keep_a_connection_open(strict_board):
+    """llhttp skips blank lines between requests without starting one, and uvicorn's idle timer
+    stops at any byte: a client sending only CRLFs counts as a head that never completes."""
+    with raw_connection(strict_board) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: board\r\n\r\n")
+        sock.settimeout(10)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        sock.settimeout(0.2)
+        started = time.monotonic()
+        for _ in range(30):
+            try:
+                sock.sendall(b"\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if closed_by_board(sock):
+                break
+            time.sleep(1.0)
+        else:
+            raise AssertionError("blank lines kept a connection open for 30 s")
+    assert time.monotonic() - started < HEAD_TIMEOUT_S + 5
+
+
+def test_a_slow_upload_body_is_not_cut_by_the_head_timeout(strict_board, media_dir):
+    """The head timeout bounds the request line and headers only: a body may take its time."""
+    token = strict_board.token("submitter")
+    clip = (media_dir / "a.mp4").read_bytes()
+    head = (
+        f"POST {API}/media?filename=slow.mp4 HTTP/1.1\r\nHost: board\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Length: {len(clip)}\r\n\r\n"
+    ).encode()
+    with raw_connection(strict_board) as sock:
+        sock.sendall(head)
+        pieces = 6
+        step = len(clip) // pieces + 1
+        for start in range(0, len(clip), step):  # over 2 × the head timeout in all
+            time.sleep(HEAD_TIMEOUT_S * 2 / pieces)
+            sock.sendall(clip[start : start + step])
+        sock.settimeout(30)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 201 "), answer[:300]
+
+
 def test_a_request_head_over_64_kib_is_refused(strict_board):
     with raw_connection(strict_board) as sock:
         sock.settimeout(10)
