@@ -28,7 +28,7 @@ from board.config import BoardConfig, load_config
 from board.dashboard.routes import ROUTES as DASHBOARD_ROUTES
 from board.domain.reaper import run_reaper
 from board.infra.db import Database
-from board.infra.storage import LocalStorage
+from board.infra.storage import open_storage
 from board.state import BoardState
 from wire.routes import SCHEMA
 
@@ -45,11 +45,13 @@ def create_app(
     board = BoardState(
         config=config,
         db=Database(config.database_url, pool_size=config.db_pool_size),
-        storage=LocalStorage(config.data_dir / "files"),
+        storage=open_storage(config),
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if board.storage.direct:  # a wrong bucket or key fails the start, not the first upload
+            await asyncio.to_thread(board.storage.check)
         reaper = asyncio.create_task(run_reaper(board), name="lease-reaper")
         try:
             yield

@@ -27,6 +27,26 @@ def _float(name: str, default: float) -> float:
 
 
 @dataclass(frozen=True)
+class S3Settings:
+    """Where an S3-compatible store keeps media and outputs (``BOARD_STORAGE=s3``).
+
+    ``endpoint`` is what the board calls; ``public_endpoint`` the address in the presigned URLs
+    it hands out (farmhands and submitters reach the store there: the same unless the board
+    reaches the store on an inside address). Credentials are the board's alone: given here, or
+    found by boto3 the standard way (``AWS_ACCESS_KEY_ID``…, a profile, an instance role) when
+    both are empty."""
+
+    bucket: str
+    endpoint: str | None = None
+    public_endpoint: str | None = None
+    region: str = "us-east-1"
+    access_key: str = ""
+    secret_key: str = field(default="", repr=False)
+    url_expiry_s: float = 3600.0  # presigned URLs stay valid this long
+    upload_ttl_s: float = 86400.0  # an unfinished media upload is aborted after this
+
+
+@dataclass(frozen=True)
 class BoardConfig:
     data_dir: Path
     database_url: str
@@ -57,6 +77,7 @@ class BoardConfig:
     output_retention_days: float | None = None  # None: outputs are kept until deleted
     split_min_work_s: float = MIN_PART_WORK_S  # a part of a split render holds at least this
     secure_cookies: bool = False  # behind TLS (a proxy terminating https): cookies are Secure
+    s3: S3Settings | None = None  # None: media and outputs are files under data_dir
     host: str = "127.0.0.1"
     port: int = 8000
     extra: dict = field(default_factory=dict)
@@ -112,6 +133,44 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+def load_s3_settings() -> S3Settings | None:
+    """``BOARD_STORAGE``: ``local`` (the default: files under the data directory) or ``s3``,
+    with ``BOARD_S3_*`` saying which store."""
+    backend = os.environ.get("BOARD_STORAGE", "").strip().lower() or "local"
+    if backend == "local":
+        return None
+    if backend != "s3":
+        raise ConfigError(f"BOARD_STORAGE={backend!r}: use local or s3")
+    bucket = os.environ.get("BOARD_S3_BUCKET", "").strip()
+    if not bucket:
+        raise ConfigError("BOARD_STORAGE=s3 needs BOARD_S3_BUCKET (the bucket's name)")
+    access = os.environ.get("BOARD_S3_ACCESS_KEY", "").strip()
+    secret = os.environ.get("BOARD_S3_SECRET_KEY", "").strip()
+    if bool(access) != bool(secret):
+        raise ConfigError(
+            "set both BOARD_S3_ACCESS_KEY and BOARD_S3_SECRET_KEY, or neither (then the "
+            "standard AWS variables or profile are used)"
+        )
+    endpoint = os.environ.get("BOARD_S3_ENDPOINT", "").strip() or None
+    for name, url in (("BOARD_S3_ENDPOINT", endpoint),
+                      ("BOARD_S3_PUBLIC_ENDPOINT", os.environ.get("BOARD_S3_PUBLIC_ENDPOINT"))):  # fmt: skip
+        if url and not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{name}={url!r}: give the store's URL, http(s)://host[:port]")
+    expiry = _float("BOARD_S3_URL_EXPIRY_S", 3600.0)
+    if not 1 <= expiry <= 7 * 86400:  # S3's own limit for a presigned URL is 7 days
+        raise ConfigError(f"BOARD_S3_URL_EXPIRY_S={expiry:g}: use 1 to 604800 seconds")
+    return S3Settings(
+        bucket=bucket,
+        endpoint=endpoint,
+        public_endpoint=os.environ.get("BOARD_S3_PUBLIC_ENDPOINT", "").strip() or endpoint,
+        region=os.environ.get("BOARD_S3_REGION", "").strip() or "us-east-1",
+        access_key=access,
+        secret_key=secret,
+        url_expiry_s=expiry,
+        upload_ttl_s=max(expiry, _float("BOARD_S3_UPLOAD_TTL_S", 86400.0)),
+    )
+
+
 def load_config(**overrides) -> BoardConfig:
     """Read ``BOARD_*`` from the environment; keyword arguments (CLI flags) win."""
     data_dir = Path(overrides.pop("data_dir", None) or default_data_dir()).resolve()
@@ -148,6 +207,7 @@ def load_config(**overrides) -> BoardConfig:
         output_retention_days=_optional_float("BOARD_OUTPUT_RETENTION_DAYS"),
         split_min_work_s=_float("BOARD_SPLIT_MIN_WORK_S", MIN_PART_WORK_S),
         secure_cookies=_flag("BOARD_SECURE_COOKIES"),
+        s3=load_s3_settings(),
         host=os.environ.get("BOARD_HOST", "127.0.0.1"),
         port=int(_float("BOARD_PORT", 8000)),
     )
