@@ -7,11 +7,15 @@ still be alive). The board saying "this lease is gone" (409) is ``LeaseLost`` an
 
 The rendered output and its thumbnail go where the job's context says (``output_url``,
 ``thumbnail_url``): a path on the board or an absolute URL, possibly on another host (object
-storage); the farmhand's token is sent only to the board itself.
+storage); the farmhand's token and lease are sent only to the board itself. When the board keeps
+outputs in object storage, ``output_url`` is its multipart route: the farmhand declares the file
+and its parts there and PUTs the parts to the presigned URLs it answers, straight to the store;
+after a cut it asks again and sends the parts the store does not hold yet.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator
@@ -23,12 +27,15 @@ import msgspec
 
 from wire import (
     LEASE_HEADER,
+    PART_CHECKSUM_HEADER,
+    UPLOAD_PART_BYTES,
     UPLOAD_SHA256_HEADER,
     UPLOAD_SIZE_HEADER,
     Capabilities,
     Claim,
     ClaimRequest,
     Complete,
+    DirectUpload,
     Fail,
     FarmhandStatus,
     FarmhandStatusReply,
@@ -37,6 +44,8 @@ from wire import (
     JobContext,
     Release,
     UploadStatus,
+    declare_file,
+    part_checksum,
     routes,
 )
 from wire.client import TryAgain, call_async, checked, retried_async, unreachable
@@ -74,9 +83,11 @@ class BoardClient:
         name: str,
         timeout_s: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        part_size: int = UPLOAD_PART_BYTES,
     ) -> None:
         self.name = name
         self.token = token
+        self.part_size = part_size  # of an output sent straight to object storage
         self.http = httpx.AsyncClient(
             base_url=board_url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}", "User-Agent": f"clipfarm-farmhand/{name}"},
@@ -114,6 +125,7 @@ class BoardClient:
         request = self.http.build_request(method, url, **kwargs)
         if not self._on_board(request.url):
             del request.headers["Authorization"]
+            request.headers.pop(LEASE_HEADER, None)
         return await self.http.send(request)
 
     def _on_board(self, url: httpx.URL) -> bool:
@@ -217,8 +229,11 @@ class BoardClient:
     ) -> UploadStatus:
         """Upload ``path`` resumably to ``url`` (the context's ``output_url``; None: the board's
         own upload route): send it whole; after a cut, ask how much arrived and send the rest.
-        Retried until ``deadline_s``."""
+        The board's multipart route: send the parts straight to object storage. Retried until
+        ``deadline_s``."""
         url = url or routes.path(routes.JOB_UPLOAD, job_id=job_id)
+        if url == routes.path(routes.JOB_UPLOAD_MULTIPART, job_id=job_id):
+            return await self._upload_parts(job_id, lease_token, path, url, deadline_s=deadline_s)
         size = path.stat().st_size
         declared = {
             LEASE_HEADER: lease_token,
@@ -271,6 +286,50 @@ class BoardClient:
             raise TryAgain(f"{what}: the board has {status.received} of {size} bytes")
         return status
 
+    async def _upload_parts(
+        self, job_id: str, lease_token: str, path: Path, url: str, *, deadline_s: float
+    ) -> UploadStatus:
+        """Declare the file to the board's multipart route and PUT each part it answers to its
+        presigned URL; after a cut (or an expired URL) ask again, which lists what the store
+        holds and signs fresh URLs for the rest."""
+        declared = await asyncio.to_thread(declare_file, path, self.part_size)
+        what = f"upload of {job_id}"
+        body = msgspec.json.encode(declared)
+        headers = {LEASE_HEADER: lease_token, "Content-Type": "application/json"}
+
+        async def once() -> UploadStatus:
+            answer = await self._call(
+                "POST", url, f"{what} (parts)", deadline_s=60, content=body, headers=headers
+            )
+            plan = msgspec.json.decode(answer.content, type=DirectUpload)
+            for part in plan.parts:
+                if not part.done:
+                    sha = declared.parts_sha256[part.number - 1]
+                    await self._put_part(path, plan.part_size, part.number, part.size, sha,
+                                         part.url, what)  # fmt: skip
+            return UploadStatus(received=declared.size, size=declared.size, complete=True)
+
+        return await retried_async(once, deadline_s=deadline_s)
+
+    async def _put_part(
+        self, path: Path, part_size: int, number: int, size: int, sha: str, url: str, what: str
+    ) -> None:
+        offset = (number - 1) * part_size
+        headers = {PART_CHECKSUM_HEADER: part_checksum(sha), "Content-Length": str(size),
+                   "Content-Type": "application/octet-stream"}  # fmt: skip
+        try:
+            response = await self._send(
+                "PUT", url, content=_read_from(path, offset, size), headers=headers,
+                timeout=httpx.Timeout(120.0, connect=10.0),
+            )  # fmt: skip
+        except httpx.TransportError as exc:
+            raise unreachable(f"{what} (part {number}, cut)", exc) from exc
+        if response.status_code >= 300:
+            # an expired URL (403), a damaged transfer (400), the store busy (5xx): ask the
+            # board again, which signs fresh URLs for the parts the store does not hold
+            raise TryAgain(f"{what}: the store answered part {number} with HTTP "
+                           f"{response.status_code}")  # fmt: skip
+
     async def upload_thumbnail(
         self, job_id: str, lease_token: str, path: Path, *, url: str | None = None
     ) -> None:
@@ -286,8 +345,15 @@ class BoardClient:
         )
 
 
-async def _read_from(path: Path, offset: int) -> AsyncIterator[bytes]:
+async def _read_from(path: Path, offset: int, length: int | None = None) -> AsyncIterator[bytes]:
+    """The file's bytes from ``offset`` on (``length`` of them; None: to its end)."""
+    left = length
     with open(path, "rb") as f:
         f.seek(offset)
-        while block := f.read(UPLOAD_CHUNK):
+        while left is None or left > 0:
+            block = f.read(UPLOAD_CHUNK if left is None else min(UPLOAD_CHUNK, left))
+            if not block:
+                break
+            if left is not None:
+                left -= len(block)
             yield block

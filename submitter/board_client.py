@@ -3,6 +3,12 @@ read jobs, download outputs. Calls go through ``wire.client``: connection troubl
 are retried (a batch submit is safe to repeat: every job carries an idempotency key); the board
 refusing something is a :class:`BoardError` with the board's own message and a hint for the
 statuses people meet.
+
+An upload begins by declaring the file (``POST /api/v1/media/uploads``): the board may have these
+bytes already (nothing is sent), take them itself (``POST /api/v1/media``), or, when it keeps
+files in object storage, answer presigned URLs: the parts go straight to the store, then the
+board verifies and probes the file. A download that the board answers with a redirect (to the
+store) follows it; the submitter's token is never sent to another host.
 """
 
 from __future__ import annotations
@@ -15,8 +21,20 @@ from typing import Any
 import httpx
 import msgspec
 
-from wire import BatchResult, JobPage, JobView, MediaView, routes
-from wire.client import call, checked, retried, unreachable
+from wire import (
+    PART_CHECKSUM_HEADER,
+    UPLOAD_PART_BYTES,
+    BatchResult,
+    JobPage,
+    JobView,
+    MediaUpload,
+    MediaUploadStart,
+    MediaView,
+    declare_file,
+    part_checksum,
+    routes,
+)
+from wire.client import TryAgain, call, checked, retried, unreachable
 from wire.errors import BoardError, BoardUnreachable
 
 __all__ = ["BoardClient", "BoardError", "BoardUnreachable"]
@@ -42,13 +60,18 @@ class BoardClient:
         *,
         timeout_s: float = 120.0,
         transport: httpx.BaseTransport | None = None,
+        part_size: int = UPLOAD_PART_BYTES,
     ) -> None:
         self.url = url.rstrip("/")
+        self.part_size = part_size  # of a file sent straight to object storage
+        # redirects are followed (a download from object storage); httpx drops the
+        # Authorization header when a redirect leads to another host
         self.http = httpx.Client(
             base_url=self.url,
             headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(timeout_s, connect=10.0),
             transport=transport,
+            follow_redirects=True,
         )
 
     def close(self) -> None:
@@ -76,6 +99,17 @@ class BoardClient:
     ) -> tuple[MediaView, bool]:
         """Upload a local file; returns the media and whether it is new (False: the board had
         these bytes from this submitter already)."""
+        declared = declare_file(path, self.part_size, kind=MediaUploadStart, filename=path.name)
+        answer = self._call("POST", routes.MEDIA_UPLOADS, f"upload {path.name}",
+                            content=msgspec.json.encode(declared),
+                            headers={"Content-Type": "application/json"})  # fmt: skip
+        plan = msgspec.json.decode(answer.content, type=MediaUpload)
+        if plan.media is not None:
+            if on_bytes:
+                on_bytes(size)
+            return plan.media, False
+        if plan.protocol == "s3-multipart":
+            return self._upload_parts(path, declared, on_bytes)
 
         def body() -> Iterator[bytes]:
             with path.open("rb") as f:
@@ -95,6 +129,42 @@ class BoardClient:
             deadline_s=DEADLINE_S,
             hints=HINTS,
         )
+        return msgspec.json.decode(response.content, type=MediaView), response.status_code == 201
+
+    def _upload_parts(
+        self, path: Path, declared: MediaUploadStart, on_bytes: ProgressFn | None
+    ) -> tuple[MediaView, bool]:
+        """Send the parts the board asks for straight to the store (asking again after a cut:
+        it lists what arrived), then have the board check and probe the file."""
+        what = f"upload {path.name}"
+        body = msgspec.json.encode(declared)
+        json_type = {"Content-Type": "application/json"}
+
+        def once() -> str:
+            answer = self._call("POST", routes.MEDIA_UPLOADS, what, content=body, headers=json_type)
+            plan = msgspec.json.decode(answer.content, type=MediaUpload)
+            assert plan.upload is not None
+            for part in plan.upload.parts:
+                if part.done:
+                    continue
+                offset = (part.number - 1) * plan.upload.part_size
+                with path.open("rb") as f:
+                    f.seek(offset)
+                    data = f.read(part.size)
+                sha = declared.parts_sha256[part.number - 1]
+                try:
+                    sent = httpx.put(part.url, content=data, timeout=self.http.timeout,
+                                     headers={PART_CHECKSUM_HEADER: part_checksum(sha)})  # fmt: skip
+                except httpx.TransportError as exc:
+                    raise unreachable(f"{what} (part {part.number})", exc) from exc
+                if sent.status_code >= 300:  # an expired URL, the store busy: ask again
+                    raise TryAgain(f"{what}: the store answered HTTP {sent.status_code}")
+                if on_bytes:
+                    on_bytes(part.size)
+            return plan.finish_url
+
+        finish = retried(once, deadline_s=DEADLINE_S)
+        response = self._call("POST", finish, f"{what} (finish)")
         return msgspec.json.decode(response.content, type=MediaView), response.status_code == 201
 
     def submit_batch(self, jobs: list[dict[str, Any]]) -> BatchResult:

@@ -9,7 +9,10 @@ Times on the wire are ISO 8601 UTC datetimes. Ids are strings.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Literal, get_args
 
 import msgspec
@@ -23,6 +26,9 @@ from wire.routes import API  # noqa: F401
 LEASE_HEADER = "X-Lease-Token"
 UPLOAD_SHA256_HEADER = "X-Upload-Sha256"
 UPLOAD_SIZE_HEADER = "X-Upload-Size"
+# A part sent straight to object storage carries its sha256 (base64) in this header, which its
+# presigned URL signs: the store takes only those bytes.
+PART_CHECKSUM_HEADER = "x-amz-checksum-sha256"
 
 Role = Literal["admin", "submitter", "farmhand"]
 JobState = Literal["queued", "claimed", "running", "succeeded", "failed", "cancelled"]
@@ -40,6 +46,7 @@ Fraction = Annotated[float, Meta(ge=0, le=1)]
 ShortText = Annotated[str, Meta(max_length=2000)]
 LongText = Annotated[str, Meta(max_length=20_000)]
 Token = Annotated[str, Meta(min_length=1, max_length=200)]
+Sha256Hex = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
 
 
 class WireStruct(Struct, forbid_unknown_fields=False, omit_defaults=False):
@@ -285,7 +292,7 @@ class MediaRef(WireStruct):
     """A board media file as a farmhand downloads it."""
 
     id: str
-    url: str  # path on the board, e.g. /api/v1/media/{id}/content
+    url: str  # a path on the board (/api/v1/media/{id}/content) or a presigned URL
     size: int
     sha256: str
     filename: str
@@ -304,7 +311,10 @@ class JobContext(WireStruct):
     compilation: Compilation
     requirements: Requirements
     media: dict[str, MediaRef]
-    output_url: str  # where to PUT the rendered file
+    # where the rendered file goes: the board's resumable PUT route (``routes.JOB_UPLOAD``) or,
+    # when the board keeps outputs in object storage, its multipart route
+    # (``routes.JOB_UPLOAD_MULTIPART``: POST a DirectUploadStart, send the parts it answers)
+    output_url: str
     thumbnail_url: str
     attempt: int
     heartbeat_interval_s: float
@@ -338,6 +348,92 @@ class JobMoved(WireStruct):
     """Answer to a farmhand's complete, fail or release: the job's state now."""
 
     state: JobState
+
+
+class DirectUploadStart(WireStruct, forbid_unknown_fields=True):
+    """Begin (or resume) an upload straight to the board's object storage: the whole file's
+    size and sha256, the part size the sender chose (5 MiB to 5 GiB; the last part may be
+    smaller) and every part's sha256, in order. Asking again with the same body resumes."""
+
+    size: Annotated[int, Meta(gt=0)]
+    sha256: Sha256Hex
+    part_size: Annotated[int, Meta(ge=5 * 1024**2, le=5 * 1024**3)]
+    parts_sha256: Annotated[list[Sha256Hex], Meta(min_length=1, max_length=10_000)]
+
+
+UPLOAD_PART_BYTES = 64 * 1024**2  # the part size clients choose for direct uploads
+
+
+def declare_file(
+    path: Path, part_size: int = UPLOAD_PART_BYTES, *, kind: type = DirectUploadStart, **extra
+) -> DirectUploadStart:
+    """The declaration (``kind``: DirectUploadStart or MediaUploadStart, with ``extra``
+    fields) of the file at ``path`` sent in parts of ``part_size``: its size, its sha256 and
+    every part's, read in one pass."""
+    whole = hashlib.sha256()
+    parts: list[str] = []
+    size = 0
+    with open(path, "rb") as f:
+        while True:
+            part = hashlib.sha256()
+            left = part_size
+            while left and (block := f.read(min(left, 1024 * 1024))):
+                part.update(block)
+                whole.update(block)
+                left -= len(block)
+            got = part_size - left
+            if got == 0 and parts:
+                break
+            parts.append(part.hexdigest())
+            size += got
+            if left:
+                break
+    return kind(size=size, sha256=whole.hexdigest(), part_size=part_size, parts_sha256=parts,
+                **extra)  # fmt: skip
+
+
+def part_checksum(sha256_hex: str) -> str:
+    """The value of ``PART_CHECKSUM_HEADER`` for a part of this sha256 (base64, as S3 has it)."""
+    return base64.b64encode(bytes.fromhex(sha256_hex)).decode()
+
+
+class UploadPart(WireStruct):
+    """One part of a direct upload: ``done``, or to be sent with ``PUT url`` (a presigned URL
+    of the store; the body is bytes ``(number-1)*part_size`` on, ``size`` of them, with the
+    ``x-amz-checksum-sha256`` header: base64 of the part's sha256)."""
+
+    number: int
+    size: int
+    url: str = ""
+    done: bool = False
+
+
+class DirectUpload(WireStruct):
+    """The board's answer to ``DirectUploadStart``: the parts, those that arrived marked done.
+    The URLs expire at ``expires_at``; asking again gives fresh ones."""
+
+    upload_id: str
+    part_size: int
+    parts: list[UploadPart]
+    expires_at: datetime
+
+
+class MediaUploadStart(DirectUploadStart, forbid_unknown_fields=True):
+    """``POST /api/v1/media/uploads``: a submitter is about to upload this file."""
+
+    filename: Annotated[str, Meta(max_length=1000)] = ""
+
+
+class MediaUpload(WireStruct):
+    """The answer to ``MediaUploadStart``. ``media`` set: the board has these bytes from this
+    submitter already, nothing to send. Else ``protocol`` says how: ``board``, the raw body to
+    ``POST /api/v1/media``; ``s3-multipart``, the parts of ``upload`` to the store, then
+    ``POST finish_url`` (the board verifies and probes the file and answers its MediaView)."""
+
+    protocol: Literal["board", "s3-multipart"]
+    media: MediaView | None = None
+    upload: DirectUpload | None = None
+    finish_url: str = ""
 
 
 class UploadStatus(WireStruct):

@@ -25,6 +25,8 @@ HELD_JOB = f"{API}/farmhand/jobs/{{job_id}}"
 JOB_CONTEXT = f"{HELD_JOB}/context"
 JOB_HEARTBEAT = f"{HELD_JOB}/heartbeat"
 JOB_UPLOAD = f"{HELD_JOB}/output"  # PUT the rendered file, GET how much arrived
+# POST: begin or resume sending the output straight to object storage (presigned parts)
+JOB_UPLOAD_MULTIPART = f"{HELD_JOB}/output/multipart"
 JOB_UPLOAD_THUMBNAIL = f"{HELD_JOB}/thumbnail"
 JOB_COMPLETE = f"{HELD_JOB}/complete"
 JOB_FAIL = f"{HELD_JOB}/fail"
@@ -45,6 +47,8 @@ JOB_THUMBNAIL = f"{JOB}/thumbnail"
 MEDIA = f"{API}/media"
 MEDIA_ITEM = f"{MEDIA}/{{media_id}}"
 MEDIA_CONTENT = f"{MEDIA_ITEM}/content"
+MEDIA_UPLOADS = f"{MEDIA}/uploads"  # POST: begin an upload (straight to object storage)
+MEDIA_UPLOAD_FINISH = f"{MEDIA_UPLOADS}/{{upload_id}}/finish"  # POST: verify, probe, keep
 
 # ---------------------------------------------------------------- admins
 TOKENS = f"{API}/tokens"

@@ -31,6 +31,7 @@ from board.api.openapi import (
     typed,
 )
 from board.domain import claims, lifecycle
+from board.domain.direct_outputs import begin_output_upload
 from board.domain.farmhands import report_status
 from board.domain.jobs import job_context
 from board.domain.outputs import (
@@ -53,6 +54,7 @@ from wire.routes import (
     JOB_PIECE,
     JOB_RELEASE,
     JOB_UPLOAD,
+    JOB_UPLOAD_MULTIPART,
     JOB_UPLOAD_THUMBNAIL,
 )
 
@@ -206,6 +208,22 @@ class FarmhandController(Controller):
         self, request: Request, board: BoardState, job_id: str, lease: LeaseHeader = None
     ) -> wire.UploadStatus:
         return await upload_status(board, caller(request), job_id, lease)
+
+    @post(
+        typed(JOB_UPLOAD_MULTIPART),
+        status_code=200,
+        summary="Begin or resume sending the output straight to object storage (presigned parts)",
+        responses=errors(400, 409, 413, 503),
+    )
+    async def output_multipart(
+        self,
+        request: Request,
+        board: BoardState,
+        job_id: str,
+        data: wire.DirectUploadStart,
+        lease: LeaseHeader = None,
+    ) -> wire.DirectUpload:
+        return await begin_output_upload(board, caller(request), job_id, lease, data)
 
     @put(
         typed(JOB_UPLOAD_THUMBNAIL),

@@ -10,7 +10,7 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
-from litestar.response import ServerSentEvent
+from litestar.response import Redirect, ServerSentEvent
 
 from board.api.auth import caller, requires
 from board.api.http import ranged_file
@@ -18,6 +18,7 @@ from board.api.openapi import RangeHeader, also, errors, typed
 from board.domain import jobs as job_service
 from board.domain import lifecycle
 from board.domain.deletions import check_sources_present, delete_job, delete_output
+from board.domain.links import download_url
 from board.domain.outputs import output_location
 from board.domain.tokens import Principal, still_valid
 from board.errors import BadRequest, NotFound
@@ -172,6 +173,7 @@ class JobsController(Controller):
         responses={
             **errors(400, 404, 416),
             **also(206, bytes, "The byte range asked for", "video/mp4"),
+            **also(307, None, "In object storage: a presigned URL to download it from"),
         },
     )
     async def output(
@@ -181,6 +183,9 @@ class JobsController(Controller):
         key, _, size = await output_location(board, job_id)
         if not key:
             raise NotFound(f"job {job_id} has no output (yet)")
+        elsewhere = download_url(board, key, f"{job_id}.mp4")
+        if elsewhere is not None:
+            return Redirect(elsewhere, status_code=307, media_type="text/plain")
         return ranged_file(
             board,
             key,
@@ -210,11 +215,17 @@ class JobsController(Controller):
         typed(JOB_THUMBNAIL),
         summary="A still of the rendered video",
         media_type="image/jpeg",
-        responses=errors(400, 404),
+        responses={
+            **errors(400, 404),
+            **also(307, None, "In object storage: a presigned URL to download it from"),
+        },
     )
     async def thumbnail(self, request: Request, board: BoardState, job_id: str) -> Response:
         await job_service.check_owner(board, caller(request), job_id)
         _, thumb, _ = await output_location(board, job_id)
+        elsewhere = download_url(board, thumb) if thumb else None
+        if elsewhere is not None:
+            return Redirect(elsewhere, status_code=307, media_type="text/plain")
         if not thumb or not board.storage.exists(thumb):
             raise NotFound(f"job {job_id} has no thumbnail")
         return ranged_file(board, thumb, board.storage.size(thumb), None, media_type="image/jpeg")

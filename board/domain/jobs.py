@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from board.domain import splits
+from board.domain import links, splits
 from board.domain.lifecycle import Held, Moved, announce, held_job, own_lease, record_event
 from board.domain.limits import (
     SubmitterLimits,
@@ -53,7 +53,6 @@ from wire import (
     Requirements,
     SubmitJob,
 )
-from wire.routes import JOB_PIECE, JOB_UPLOAD, JOB_UPLOAD_THUMBNAIL, MEDIA_CONTENT, path
 
 PAGE_MAX = 500
 # Jobs per unit of work in a batch submit: a unit holds the writer, and every claim and heartbeat
@@ -536,13 +535,18 @@ async def job_context(
         if held.kind == "render":
             sub = load_limits(conn, held.submitter_id)
             compilation, notes = apply_limits(compilation, sub.limits)
-        pieces = _pieces_to_join(conn, held) if held.kind == "join" else []
+        pieces = _pieces_to_join(conn, held, board) if held.kind == "join" else []
         ids = {s.media for s in compilation.sources() if s.media} if held.kind != "join" else set()
         found = []
         if ids:
             found = conn.execute(
                 select(
-                    media.c.id, media.c.size, media.c.sha256, media.c.filename, media.c.probe
+                    media.c.id,
+                    media.c.size,
+                    media.c.sha256,
+                    media.c.filename,
+                    media.c.probe,
+                    media.c.storage_key,
                 ).where(media.c.id.in_(ids))
             ).all()
         return held, row, compilation, notes, ids, found, pieces
@@ -553,7 +557,7 @@ async def job_context(
     refs = {
         m.id: MediaRef(
             id=m.id,
-            url=path(MEDIA_CONTENT, media_id=m.id),
+            url=links.media_url(board, m.id, m.storage_key),
             size=m.size,
             sha256=m.sha256,
             filename=m.filename,
@@ -570,8 +574,8 @@ async def job_context(
         compilation=compilation,
         requirements=msgspec.convert(row.requirements, Requirements),
         media=refs,
-        output_url=path(JOB_UPLOAD, job_id=job_id),
-        thumbnail_url=path(JOB_UPLOAD_THUMBNAIL, job_id=job_id),
+        output_url=links.output_upload_url(board, job_id),
+        thumbnail_url=links.thumbnail_upload_url(board, job_id, lease_token),
         attempt=held.attempts,
         heartbeat_interval_s=board.config.heartbeat_s,
         limits_applied=notes,
@@ -584,10 +588,11 @@ async def job_context(
     )
 
 
-def _pieces_to_join(conn: Connection, join: Held) -> list[Piece]:
+def _pieces_to_join(conn: Connection, join: Held, board: BoardState) -> list[Piece]:
     """What a join downloads: every video part of its split, in order, then the audio."""
     rows = conn.execute(
-        select(jobs.c.id, jobs.c.kind, jobs.c.piece, outputs.c.size, outputs.c.sha256)
+        select(jobs.c.id, jobs.c.kind, jobs.c.piece, outputs.c.size, outputs.c.sha256,
+               outputs.c.storage_key)
         .select_from(jobs.join(outputs, outputs.c.job_id == jobs.c.id))
         .where(jobs.c.parent_id == join.parent_id, jobs.c.kind.in_(splits.PIECES),
                jobs.c.state == "succeeded")
@@ -597,7 +602,7 @@ def _pieces_to_join(conn: Connection, join: Held) -> list[Piece]:
         Piece(
             job_id=r.id,
             kind=r.kind,
-            url=path(JOB_PIECE, job_id=join.id, piece_id=r.id),
+            url=links.piece_url(board, join.id, r.id, r.storage_key),
             size=r.size,
             sha256=r.sha256,
             part=r.piece.get("part"),

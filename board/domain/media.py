@@ -8,26 +8,34 @@ processes, a few at a time, each limited in memory and time."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 import re
 import time
 from collections.abc import AsyncIterable
+from pathlib import Path
 
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
+from board.domain.direct_outputs import declared_parts, upload_plan
 from board.domain.lifecycle import lease_issued_to
 from board.domain.limits import SubmitterLimits, load_limits, storage_used
 from board.domain.tokens import Principal
 from board.domain.views import media_view
-from board.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
+from board.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
 from board.infra.ids import new_id
 from board.infra.models import job_media, jobs, media, submitters
+from board.infra.s3 import PartsMissing, S3Storage, UploadNotVerified, plan_parts
+from board.infra.storage import Written, spool
 from board.state import BoardState
 from timeline.probe import MediaInfo, ProbeError
-from wire import ACTIVE_STATES, LEASE_HEADER, MediaView
+from wire import ACTIVE_STATES, LEASE_HEADER, MediaUpload, MediaUploadStart, MediaView, declare_file
+from wire.routes import MEDIA_UPLOAD_FINISH, path
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 def clean_filename(name: str | None) -> str:
@@ -45,16 +53,9 @@ def probe_json(info: MediaInfo) -> dict:
     return facts
 
 
-async def upload_media(
-    board: BoardState,
-    who: Principal,
-    chunks: AsyncIterable[bytes],
-    *,
-    filename: str | None,
-    declared_size: int | None,
-) -> tuple[MediaView, bool]:
-    """Store an upload; returns the media and whether it was new (False: the same bytes were
-    uploaded before by this submitter, that media is returned)."""
+async def _room_left(board: BoardState, who: Principal, declared_size: int | None) -> int:
+    """How many bytes ``who`` may upload now (the board's limit and their storage quota);
+    PayloadTooLarge when ``declared_size`` is over it."""
     if who.submitter_id is None:
         raise Forbidden("only submitters own media; create a submitter token to upload")
     max_bytes = board.config.max_upload_bytes
@@ -72,10 +73,49 @@ async def upload_media(
         raise PayloadTooLarge(
             f"upload of {declared_size} bytes is over what {sub.name} may store ({max_bytes} bytes left)"
         )
+    return max_bytes
+
+
+def media_key(media_id: str) -> str:
+    return f"media/{media_id[-2:]}/{media_id}"
+
+
+async def upload_media(
+    board: BoardState,
+    who: Principal,
+    chunks: AsyncIterable[bytes],
+    *,
+    filename: str | None,
+    declared_size: int | None,
+) -> tuple[MediaView, bool]:
+    """Store an upload; returns the media and whether it was new (False: the same bytes were
+    uploaded before by this submitter, that media is returned). The bytes are held in a local
+    file while they are probed, then stored (an object store: uploaded to it)."""
+    max_bytes = await _room_left(board, who, declared_size)
     media_id = new_id("m")
-    key = f"media/{media_id[-2:]}/{media_id}"
-    written = await board.storage.put_stream(key, chunks, max_bytes=max_bytes)
-    name = clean_filename(filename)
+    key = media_key(media_id)
+    path, written = await spool(chunks, board.storage.temp_path().parent, max_bytes=max_bytes)
+    try:
+        return await _keep(board, who, path, written, clean_filename(filename), media_id, key)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+async def _keep(
+    board: BoardState,
+    who: Principal,
+    path: Path,
+    written: Written,
+    name: str,
+    media_id: str,
+    key: str,
+    *,
+    stored: bool = False,
+) -> tuple[MediaView, bool]:
+    """Probe the local copy ``path`` of an upload and record it as media ``media_id`` at
+    ``key``, storing the file there unless it is ``stored`` already; or, when this submitter
+    has these bytes already, that media (the new copy goes). Anything that fails leaves no
+    file behind."""
     try:
         if written.size == 0:
             raise BadRequest(f"{name}: the upload is empty")
@@ -83,12 +123,15 @@ async def upload_media(
             lambda conn: _same_bytes(conn, who.submitter_id, written.sha256)
         )
         if same is not None:  # uploaded before: that media, and no probe of the same bytes again
-            board.storage.delete(key)
+            if stored:
+                await asyncio.to_thread(board.storage.delete, key)
             return media_view(same), False
         try:
-            info = await board.prober.probe(board.storage.local_path(key), label=name)
+            info = await board.prober.probe(path, label=name)
         except ProbeError as exc:
             raise BadRequest(f"{exc.message} — upload a video, audio or image file") from None
+        if not stored:
+            await asyncio.to_thread(board.storage.put_file, path, key)
         row = {
             "id": media_id,
             "submitter_id": who.submitter_id,
@@ -109,12 +152,130 @@ async def upload_media(
 
         same = await board.db.transact(unit)
         if same is not None:
-            board.storage.delete(key)
+            await asyncio.to_thread(board.storage.delete, key)
             return media_view(same), False
     except BaseException:
-        board.storage.delete(key)
+        await asyncio.shield(asyncio.to_thread(board.storage.delete, key))
         raise
     return media_view(row), True
+
+
+# ---------------------------------------------------------------- uploads straight to the store
+
+
+async def start_media_upload(
+    board: BoardState, who: Principal, start: MediaUploadStart
+) -> MediaUpload:
+    """Begin an upload of the file ``start`` describes (or resume the one begun for the same
+    bytes): the media itself when this submitter has these bytes already; on a board that keeps
+    files on its disk, "send the body to POST /api/v1/media"; with an object store, presigned
+    URLs for the parts and where to say it is done."""
+    await _room_left(board, who, start.size)
+    same = await board.db.query(lambda conn: _same_bytes(conn, who.submitter_id, start.sha256))
+    if same is not None:
+        return MediaUpload(protocol="s3-multipart" if board.storage.direct else "board",
+                           media=media_view(same))  # fmt: skip
+    store = board.storage
+    if not isinstance(store, S3Storage):
+        return MediaUpload(protocol="board")
+    declared = declared_parts(start, board.config.max_upload_bytes)
+    facts = {"sha256": start.sha256, "size": start.size, "part_size": start.part_size,
+             "parts": [sha for _, sha in declared]}  # fmt: skip
+    note_key = _upload_note(who, start.sha256)
+
+    def begin() -> MediaUpload:
+        note = _read_note(store, note_key)
+        if note is not None and {k: note.get(k) for k in facts} == facts:
+            key = media_key(note["media_id"])
+            if store.list_parts(key, note["upload_id"]) is not None:
+                return _answer(store, start, note, declared)
+        if note is not None:
+            store.abort_multipart(media_key(note["media_id"]), note["upload_id"])
+        media_id = new_id("m")
+        upload_id = store.create_multipart(media_key(media_id))
+        note = {**facts, "media_id": media_id, "upload_id": upload_id,
+                "filename": clean_filename(start.filename), "created_at": time.time()}  # fmt: skip
+        store.write_note(note_key, json.dumps(note))
+        return _answer(store, start, note, declared)
+
+    return await asyncio.to_thread(begin)
+
+
+def _upload_note(who: Principal, sha256: str) -> str:
+    """The note of a submitter's upload of these bytes: one per submitter and file, so asking
+    again resumes it."""
+    return f"incoming/{who.submitter_id}/{sha256}.json"
+
+
+def _read_note(store: S3Storage, key: str) -> dict | None:
+    text = store.read_note(key)
+    try:
+        note = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return note if isinstance(note, dict) else None
+
+
+def _answer(
+    store: S3Storage, start: MediaUploadStart, note: dict, declared: list[tuple[int, str]]
+) -> MediaUpload:
+    plan = upload_plan(store, media_key(note["media_id"]), note["upload_id"], start.part_size,
+                       declared)  # fmt: skip
+    finish = path(MEDIA_UPLOAD_FINISH, upload_id=start.sha256)
+    return MediaUpload(protocol="s3-multipart", upload=plan, finish_url=finish)
+
+
+async def finish_media_upload(
+    board: BoardState, who: Principal, upload_id: str
+) -> tuple[MediaView, bool]:
+    """The parts of upload ``upload_id`` (the file's sha256) arrived: join them, check the whole
+    file's size and sha256, probe it and record the media. The board reads the file once for
+    that (its probe needs the bytes; see docs/architecture.md, "How a job flows")."""
+    if who.submitter_id is None:
+        raise Forbidden("only submitters own media; create a submitter token to upload")
+    store = board.storage
+    if not isinstance(store, S3Storage):
+        raise Conflict("this board takes uploads itself: POST the file to /api/v1/media")
+    note_key = _upload_note(who, upload_id.lower()) if _HEX64.match(upload_id) else None
+    note = await asyncio.to_thread(_read_note, store, note_key) if note_key else None
+    if note is None:
+        raise NotFound(f"no upload {upload_id} of yours: begin it with POST /api/v1/media/uploads")
+    media_id, key = note["media_id"], media_key(note["media_id"])
+    declared = list(zip(plan_parts(note["size"], note["part_size"]), note["parts"], strict=True))
+    local = store.temp_path()
+
+    def fetch() -> Written:
+        if not store.exists(key):
+            try:
+                store.complete_verified(key, note["upload_id"], declared)
+            except PartsMissing as exc:
+                raise Conflict(f"upload {upload_id} is unfinished: {exc.message}") from None
+            except UploadNotVerified as exc:
+                store.abort_multipart(key, note["upload_id"])
+                store.delete(note_key)
+                raise BadRequest(f"upload {upload_id}: {exc.message}; begin it again") from None
+        store.download_file(key, local)
+        got = declare_file(local, note["part_size"])  # the whole file's sha256 and each part's
+        return Written(size=got.size, sha256=got.sha256)
+
+    try:
+        written = await asyncio.to_thread(fetch)
+        if (written.size, written.sha256) != (note["size"], note["sha256"]):
+            await asyncio.to_thread(store.delete, key)
+            await asyncio.to_thread(store.delete, note_key)
+            raise BadRequest(
+                f"upload {upload_id}: the store holds {written.size} bytes with sha256 "
+                f"{written.sha256[:12]}…, not the file declared; begin it again"
+            )
+        answer = await _keep(board, who, local, written, note["filename"], media_id, key,
+                             stored=True)  # fmt: skip
+    except BadRequest:
+        await asyncio.to_thread(store.delete, note_key)  # a refused file: begin again afresh
+        raise
+    finally:
+        local.unlink(missing_ok=True)
+    await asyncio.to_thread(store.delete, note_key)
+    return answer
 
 
 def _same_bytes(conn: Connection, submitter_id: int, sha256: str):

@@ -26,7 +26,7 @@ from board.domain.tokens import Principal
 from board.errors import BadRequest, Conflict, NotFound, RangeNotSatisfiable, lease_lost
 from board.infra.models import jobs, outputs
 from board.state import BoardState
-from timeline.mp4info import Mp4Error, read_mp4
+from timeline.mp4info import Mp4Error, Mp4Info, read_mp4
 from wire import LEASE_HEADER, Complete, UploadStatus
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -100,10 +100,20 @@ def _start_of(content_range: str | None, total: int) -> int:
     return int(match.group(1))
 
 
+def _on_own_disk(board: BoardState) -> None:
+    """Conflict when the board keeps files in an object store: the bytes go there directly."""
+    if board.storage.direct:
+        raise Conflict(
+            "this board keeps outputs in object storage: send the file through the context's "
+            "output_url (…/output/multipart) and the thumbnail to its thumbnail_url"
+        )
+
+
 async def upload_status(
     board: BoardState, who: Principal, job_id: str, lease_token: str | None
 ) -> UploadStatus:
     await _check_lease(board, who, job_id, lease_token)
+    _on_own_disk(board)
     return _status(board, job_id, lease_token)
 
 
@@ -149,6 +159,7 @@ async def receive_output(
 ) -> UploadStatus:
     """Append one body of the output upload; verify and stage the file when it is whole."""
     await _check_lease(board, who, job_id, lease_token)  # 409 before anything else
+    _on_own_disk(board)
     checked_at = time.monotonic()
     sha, total = _declared(sha256, size, board.config.max_upload_bytes)
     start = _start_of(content_range, total)
@@ -213,6 +224,7 @@ async def receive_thumbnail(
     chunks: AsyncIterable[bytes],
 ) -> None:
     await _check_lease(board, who, job_id, lease_token)
+    _on_own_disk(board)
     key = thumb_key(job_id, lease_token)
     written = await board.storage.put_stream(key, chunks, max_bytes=THUMBNAIL_MAX)
     with open(board.storage.local_path(key), "rb") as f:
@@ -224,9 +236,22 @@ async def receive_thumbnail(
 
 async def complete_job(board: BoardState, who: Principal, job_id: str, done: Complete) -> None:
     """Commit the staged output of this lease and mark the job succeeded. The file's own MP4
-    header gives the duration recorded as usage (read in-process: no ffprobe per hand-in)."""
+    header gives the duration recorded as usage (read in-process: no ffprobe per hand-in).
+    In an object store the parts are joined and checked first (``direct_outputs.commit``)."""
     storage = board.storage
     staged = staged_key(job_id, done.lease_token)
+    if storage.direct:
+        from board.domain.direct_outputs import commit
+
+        await _check_lease(board, who, job_id, done.lease_token)  # no joining for a zombie
+        try:
+            note, info, thumb = await asyncio.to_thread(commit, storage, job_id, done.lease_token)
+        except Mp4Error as exc:
+            raise BadRequest(
+                f"the uploaded output of job {job_id} is not a readable video (MP4): {exc}"
+            ) from None
+        await _commit(board, who, job_id, done, note, info, staged, thumb)
+        return
     path = storage.key_path(staged)
     try:
         info = read_mp4(path)
@@ -242,9 +267,24 @@ async def complete_job(board: BoardState, who: Principal, job_id: str, done: Com
         raise BadRequest(
             f"the uploaded output of job {job_id} is not a readable video (MP4): {exc}"
         ) from None
+    thumb = thumb_key(job_id, done.lease_token)
+    await _commit(board, who, job_id, done, note, info, staged,
+                  thumb if storage.exists(thumb) else None)  # fmt: skip
+
+
+async def _commit(
+    board: BoardState,
+    who: Principal,
+    job_id: str,
+    done: Complete,
+    note: dict,
+    info: Mp4Info,
+    staged: str,
+    thumb: str | None,
+) -> None:
+    """Record the checked output and mark the job succeeded (fenced by the lease)."""
     if not info.duration_s or not (info.has_video or info.has_audio):
         raise BadRequest(f"the uploaded output of job {job_id} has no video or sound in it")
-    thumb = thumb_key(job_id, done.lease_token)
     await complete(
         board,
         job_id,
@@ -257,7 +297,7 @@ async def complete_job(board: BoardState, who: Principal, job_id: str, done: Com
             "width": info.width,
             "height": info.height,
             "storage_key": staged,
-            "thumbnail_key": thumb if storage.exists(thumb) else None,
+            "thumbnail_key": thumb,
         },
     )
 
