@@ -72,3 +72,17 @@ def board_factory(tmp_path_factory, engine):
 def board(board_factory):
     """A fresh board with default settings."""
     return board_factory()
+
+
+# ---------------------------------------------------------------- an S3-compatible store
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """The tests' S3-compatible server (moto in server mode, ``tests.s3server``), started once
+    per session on 127.0.0.1 like PostgreSQL; its ``board_env()`` makes a board keep its files
+    in a new bucket there."""
+    from tests.harness import s3_server, stop_s3_server
+
+    yield s3_server(tmp_path_factory.mktemp("s3"))
+    stop_s3_server()

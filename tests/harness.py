@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from board.spawn import BoardProcess, board_env, free_port  # noqa: F401  (re-exported)
+from board.spawn import BoardProcess, board_env, free_port
 
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -302,3 +302,99 @@ class CuttableProxy:
     def close(self) -> None:
         self.sever()
         self.listener.close()
+
+
+# ---------------------------------------------------------------- an S3-compatible store
+
+
+class S3Server:
+    """The tests' S3-compatible server (``tests.s3server``: moto in server mode with S3's own
+    checks of presigned URLs) on a free port of 127.0.0.1, and buckets on it."""
+
+    def __init__(self, log_path: Path) -> None:
+        from tests.s3server import ACCESS_KEY, SECRET_KEY
+
+        self.access_key, self.secret_key = ACCESS_KEY, SECRET_KEY
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.s3server", str(self.port)],
+            cwd=Path(__file__).resolve().parents[1],
+            stdout=open(log_path, "ab"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(self.url + "/", timeout=2)
+                return
+            except httpx.TransportError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.close()
+                    raise RuntimeError(
+                        f"the S3 test server did not start; see {log_path}"
+                    ) from None
+                time.sleep(0.1)
+
+    def client(self):
+        """A boto3 S3 client with the server's credentials."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3", endpoint_url=self.url, region_name="us-east-1",
+            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+        )  # fmt: skip
+
+    def new_bucket(self) -> str:
+        name = f"clipfarm-{secrets.token_hex(4)}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def board_env(self, bucket: str | None = None, **extra: str) -> dict[str, str]:
+        """The settings of a board keeping its files in ``bucket`` (a new one by default)."""
+        return {
+            "BOARD_STORAGE": "s3",
+            "BOARD_S3_ENDPOINT": self.url,
+            "BOARD_S3_BUCKET": bucket or self.new_bucket(),
+            "BOARD_S3_ACCESS_KEY": self.access_key,
+            "BOARD_S3_SECRET_KEY": self.secret_key,
+            **extra,
+        }
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        pages = (
+            self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        )
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+_s3: list[S3Server] = []
+
+
+def s3_server(log_dir: Path) -> S3Server:
+    """The session's S3 server, started on first use (stopped by ``stop_s3_server``). Skips the
+    test where moto is not installed, or fails it under CLIPFARM_REQUIRE_S3=1."""
+    if not _s3:
+        try:
+            import moto  # noqa: F401
+        except ImportError:
+            missing("moto is not installed (pip install 'clipfarm[test]')", "CLIPFARM_REQUIRE_S3")
+        _s3.append(S3Server(log_dir / "s3server.log"))
+    return _s3[0]
+
+
+def stop_s3_server() -> None:
+    while _s3:
+        _s3.pop().close()
