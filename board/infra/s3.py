@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from board.config import S3Settings
+from board.errors import Conflict
 from board.infra.storage import CHUNK, Storage, Written, checked_key, spool
 from wire.errors import BoardError
 
@@ -239,7 +240,8 @@ class S3Storage(Storage):
             raise StorageUnavailable(f"the object store did not give {key}") from exc
 
     async def append(self, key, chunks, *, max_total, digest=None) -> int:
-        raise NotImplementedError("objects are uploaded in parts, straight to the store")
+        """Objects are not appended to: an upload goes to the store in parts (Conflict)."""
+        raise Conflict("this board keeps files in object storage: upload them in parts")
 
     def temp_path(self) -> Path:
         return self.tmp / f"{os.urandom(8).hex()}.part"

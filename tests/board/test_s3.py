@@ -237,6 +237,16 @@ def test_media_that_is_not_media_is_refused_and_leaves_nothing(s3_board, s3, med
     assert again.json()["media"]["id"] == clip["id"] and again.json()["upload"] is None
 
 
+def test_an_upload_through_the_board_lands_in_the_store_too(s3_board, s3, media_dir):
+    board, bucket = s3_board
+    alice = Submitter(board, lane=new_lane())
+    clip = alice.upload(media_dir / "music.m4a")  # a plain POST /api/v1/media with the bytes
+    assert f"media/{clip['id'][-2:]}/{clip['id']}" in s3.keys(bucket, "media/")
+    answer = alice.http.get(f"{API}/media/{clip['id']}/content")
+    assert answer.status_code == 307
+    assert httpx.get(answer.headers["location"]).content == (media_dir / "music.m4a").read_bytes()
+
+
 def test_deleting_an_output_and_media_removes_their_objects(s3_board, s3, media_dir, rendered):
     board, bucket = s3_board
     lane = new_lane()
