@@ -59,11 +59,17 @@ def declared_parts(start: DirectUploadStart, max_bytes: int) -> list[tuple[int, 
 
 
 def upload_plan(
-    store: S3Storage, key: str, upload_id: str, part_size: int, declared: list[tuple[int, str]]
+    store: S3Storage,
+    key: str,
+    upload_id: str,
+    part_size: int,
+    declared: list[tuple[int, str]],
+    *,
+    fresh: bool = False,
 ) -> DirectUpload:
-    """The parts of ``upload_id`` with what the store already holds marked done, the others
-    with fresh presigned URLs. (Blocking: run it on a thread.)"""
-    stored = {p.number: p for p in store.list_parts(key, upload_id) or []}
+    """The parts of ``upload_id`` with what the store already holds marked done (nothing, for a
+    ``fresh`` upload: no need to ask), the others with fresh presigned URLs. (Blocking.)"""
+    stored = {} if fresh else {p.number: p for p in store.list_parts(key, upload_id) or []}
     parts = []
     for number, (size, sha) in enumerate(declared, 1):
         got = stored.get(number)
@@ -106,10 +112,9 @@ async def begin_output_upload(
                 return upload_plan(store, key, note["upload_id"], start.part_size, declared)
         if note is not None:  # another file, or its upload is gone: start over
             store.abort_multipart(key, note["upload_id"])
-        store.delete(key)
         upload_id = store.create_multipart(key)
         store.write_note(note_key, json.dumps({**facts, "upload_id": upload_id}))
-        return upload_plan(store, key, upload_id, start.part_size, declared)
+        return upload_plan(store, key, upload_id, start.part_size, declared, fresh=True)
 
     return await asyncio.to_thread(begin)
 
@@ -131,17 +136,18 @@ def commit(store: S3Storage, job_id: str, lease_token: str) -> tuple[dict, Mp4In
     Conflict when nothing complete was uploaded, UploadNotVerified when the parts differ from
     their declaration, Mp4Error when the file is not a readable MP4. (Blocking.)"""
     key = staged_key(job_id, lease_token)
-    note = _read_json(store, key + ".json")
-    if note is None:  # not joined yet (a complete that is asked again finds it joined)
-        upload = _read_json(store, _note_key(job_id, lease_token))
-        if upload is None:
+    upload = _read_json(store, _note_key(job_id, lease_token))
+    if upload is None:  # joined already (a complete asked again), or never uploaded
+        note = _read_json(store, key + ".json")
+        if note is None:
             raise Conflict(
                 f"job {job_id}: no complete, verified output was uploaded under this lease; "
                 "upload it before completing"
             )
+    else:
         declared = list(zip(plan_parts(upload["size"], upload["part_size"]), upload["parts"],
                             strict=True))  # fmt: skip
-        try:
+        try:  # every part's size and checksum checked: together, the declared size
             store.complete_verified(key, upload["upload_id"], declared)
         except PartsMissing as exc:
             raise Conflict(
@@ -152,14 +158,6 @@ def commit(store: S3Storage, job_id: str, lease_token: str) -> tuple[dict, Mp4In
             store.delete(_note_key(job_id, lease_token))
             raise BadRequest(f"job {job_id}: {exc.message}; upload again from byte 0") from None
         note = {"sha256": upload["sha256"], "size": upload["size"]}
-        size = store.size_or_zero(key)
-        if size != note["size"]:
-            store.delete(key)
-            store.delete(_note_key(job_id, lease_token))
-            raise BadRequest(
-                f"job {job_id}: the store holds {size} bytes, not the {note['size']} declared; "
-                "upload again from byte 0"
-            )
         store.write_note(key + ".json", json.dumps(note))
         store.delete(_note_key(job_id, lease_token))
     info = read_mp4_ranges(
@@ -171,12 +169,13 @@ def commit(store: S3Storage, job_id: str, lease_token: str) -> tuple[dict, Mp4In
 def _checked_thumbnail(store: S3Storage, key: str) -> str | None:
     """``key`` if the farmhand put a JPEG or PNG of at most THUMBNAIL_MAX bytes there; anything
     else there is removed (a missing thumbnail fails no job)."""
-    found = store.head(key)
-    if found is None:
+    head = store.read_head(key, 8)
+    if head is None:
         return None
-    size = int(found["ContentLength"])
-    magic = store.read_bytes(key, 0, 7) if 0 < size <= THUMBNAIL_MAX else b""
-    if magic.startswith(b"\xff\xd8") or magic.startswith(b"\x89PNG"):
+    magic, size = head
+    if 0 < size <= THUMBNAIL_MAX and (
+        magic.startswith(b"\xff\xd8") or magic.startswith(b"\x89PNG")
+    ):
         return key
     store.delete(key)
     return None

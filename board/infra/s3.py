@@ -198,6 +198,23 @@ class S3Storage(Storage):
         with contextlib.closing(answer["Body"]) as body:
             return body.read()
 
+    def read_head(self, key: str, length: int) -> tuple[bytes, int] | None:
+        """The first ``length`` bytes of ``key`` and its whole size, in one request; None when
+        it is absent or empty."""
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=checked_key(key),
+                                            Range=f"bytes=0-{length - 1}")  # fmt: skip
+        except ClientError as exc:
+            if _missing(exc) or exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                return None  # absent, or empty: nothing to read either way
+            raise StorageUnavailable(f"the object store refused reading {key}") from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"the object store could not be reached for {key}") from exc
+        with contextlib.closing(answer["Body"]) as body:
+            data = body.read()
+        total = answer.get("ContentRange", "").rpartition("/")[2]
+        return data, int(total) if total.isdigit() else int(answer["ContentLength"])
+
     async def read_range(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
         import asyncio
 
