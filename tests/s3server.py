@@ -110,7 +110,7 @@ class StrictPresigned:
 
 
 def main(argv: list[str]) -> None:
-    from moto.moto_server.threaded_moto_server import (
+    from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
         create_backend_app,
     )
