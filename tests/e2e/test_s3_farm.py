@@ -11,7 +11,9 @@ import time
 import pytest
 
 from submitter.board_client import BoardClient
-from tests.e2e.test_farm import ffprobe, wait_state
+from tests.e2e.test_farm import ffprobe, upload, wait_state
+from tests.e2e.test_split import SPLIT_ENV, _compilation, twelve  # noqa: F401  (a fixture)
+from tests.harness import wait_for
 from tests.reliability.tools import ThrottledProxy
 
 pytestmark = pytest.mark.slow
@@ -79,3 +81,27 @@ def test_a_farm_on_object_storage_renders_with_every_byte_through_the_store(
     assert line.down > sum((media_dir / n).stat().st_size for n in ("a.mp4", "b.mp4"))
     assert line.up > out.stat().st_size
     line.close()
+
+
+def test_a_split_job_s_pieces_meet_in_the_store(farm, s3, twelve, tmp_path):  # noqa: F811
+    """Parts and audio uploaded to the store by three farmhands; the join fetches them from it
+    on presigned URLs and sends the whole there."""
+    env = s3.board_env(**SPLIT_ENV)
+    board = farm.board(**env)
+    alice = board.client(board.token("submitter", "alice"), follow_redirects=True)
+    ids = [upload(alice, p) for p in twelve]
+    for n in range(3):
+        farm.farmhand(board, f"pc{n}")
+    with board.admin() as admin:
+        wait_for(lambda: len(admin.get("/api/v1/farmhands").json()) == 3, 60, what="3 farmhands")
+    job_id = alice.post("/api/v1/jobs", json={"compilation": _compilation(ids)}).json()["id"]
+    done = wait_state(alice, job_id, "succeeded", "failed", timeout=240)
+    assert done["state"] == "succeeded", (done["error"], farm.logs()[-4000:])
+    kinds = [p["kind"] for p in done["parts"]]
+    assert kinds.count("part") >= 2 and kinds.count("join") == 1
+    for piece in done["parts"]:  # every piece's output is an object of the bucket
+        assert s3.keys(env["BOARD_S3_BUCKET"], f"outputs/{piece['id']}/")
+    out = tmp_path / "split.mp4"
+    out.write_bytes(alice.get(f"/api/v1/jobs/{job_id}/output").content)
+    assert out.stat().st_size == done["output"]["size"]
+    assert {s["codec_type"] for s in ffprobe(out)["streams"]} == {"video", "audio"}
