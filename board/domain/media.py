@@ -238,7 +238,11 @@ async def finish_media_upload(
         raise Conflict("this board takes uploads itself: POST the file to /api/v1/media")
     note_key = _upload_note(who, upload_id.lower()) if _HEX64.match(upload_id) else None
     note = await asyncio.to_thread(_read_note, store, note_key) if note_key else None
-    if note is None:
+    if note is None:  # finished already (a finish asked again), or never begun
+        sha = upload_id.lower()
+        same = await board.db.query(lambda conn: _same_bytes(conn, who.submitter_id, sha))
+        if same is not None:
+            return media_view(same), False
         raise NotFound(f"no upload {upload_id} of yours: begin it with POST /api/v1/media/uploads")
     media_id, key = note["media_id"], media_key(note["media_id"])
     declared = list(zip(plan_parts(note["size"], note["part_size"]), note["parts"], strict=True))

@@ -88,6 +88,8 @@ def upload_media(who: Submitter, path: Path) -> dict:
         assert put_part(part, data).status_code == 200
     r = who.http.post(plan["finish_url"])
     assert r.status_code in (200, 201), r.text
+    again = who.http.post(plan["finish_url"])  # as after a lost answer: the same media
+    assert again.status_code == 200 and again.json()["id"] == r.json()["id"], again.text
     return r.json()
 
 
