@@ -35,6 +35,7 @@ The compilation is the mixed one of ``render.py`` (its media are generated once 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -71,13 +72,39 @@ class Job:
 
 
 @dataclass
+class Piece:
+    """One piece of work done by one renderer: its wall time and the CPU time (user + sys) of
+    the ffmpegs it started."""
+
+    wall: float
+    cpu: float
+    renderer: int
+
+
+@dataclass
 class Run:
-    """One run of a setup: its wall time, its output, and the time of each piece in it."""
+    """One run of a setup: its wall time, its output, and each piece in it (by name)."""
 
     wall: float
     output: Path
-    pieces: dict[str, float] = field(default_factory=dict)  # name -> wall seconds
-    cpu: float = 0.0  # user + sys of every ffmpeg the run started
+    pieces: dict[str, Piece] = field(default_factory=dict)
+    load: float = 0.0  # the machine's 1-minute load average when the run began
+
+    @property
+    def cpu(self) -> float:
+        return sum(piece.cpu for piece in self.pieces.values())
+
+    @property
+    def path_cpu(self) -> float:
+        """CPU seconds along the longest renderer's path: its pieces, then the join. A renderer
+        has its core to itself on an idle machine, where this is the wall time; on a shared
+        one, it is what other load cannot stretch."""
+        join = self.pieces.get("join")
+        per_renderer: dict[int, float] = {}
+        for name, piece in self.pieces.items():
+            if name != "join":
+                per_renderer[piece.renderer] = per_renderer.get(piece.renderer, 0.0) + piece.cpu
+        return max(per_renderer.values()) + (join.cpu if join else 0.0)
 
 
 class Setup(Protocol):
@@ -89,9 +116,9 @@ class Setup(Protocol):
 # ---------------------------------------------------------------- renderers: one core each
 
 
-def _renderer(core: int, tasks, results) -> None:
-    """A renderer's loop: pinned to ``core``, run each task (a function and its arguments)
-    until told to stop (None); report (name, wall seconds, CPU seconds of its ffmpegs)."""
+def _renderer(number: int, core: int, tasks, results) -> None:
+    """Renderer ``number``'s loop: pinned to ``core``, run each task (a function and its
+    arguments) until told to stop (None); report (name, ``Piece``, error or None)."""
     import resource
 
     os.sched_setaffinity(0, {core})
@@ -107,7 +134,7 @@ def _renderer(core: int, tasks, results) -> None:
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        results.put((name, wall, cpu, error))
+        results.put((name, Piece(wall, cpu, number), error))
 
 
 class Renderers:
@@ -119,7 +146,7 @@ class Renderers:
         self.tasks, self.results = context.Queue(), context.Queue()
         cores = sorted(os.sched_getaffinity(0))
         self.processes = [
-            context.Process(target=_renderer, args=(cores[k % len(cores)], self.tasks,
+            context.Process(target=_renderer, args=(k, cores[k % len(cores)], self.tasks,
                                                     self.results), daemon=True)
             for k in range(count)
         ]  # fmt: skip
@@ -129,14 +156,14 @@ class Renderers:
     def submit(self, name: str, work: Callable, *args) -> None:
         self.tasks.put((name, work, args))
 
-    def collect(self, count: int) -> dict[str, tuple[float, float]]:
-        """Wait for ``count`` results: name -> (wall, cpu); raise on the first failure."""
+    def collect(self, count: int) -> dict[str, Piece]:
+        """Wait for ``count`` pieces, by name; raise on the first failure."""
         found = {}
         for _ in range(count):
-            name, wall, cpu, error = self.results.get()
+            name, piece, error = self.results.get()
             if error is not None:
                 raise RuntimeError(f"{name} failed: {error}")
-            found[name] = (wall, cpu)
+            found[name] = piece
         return found
 
     def close(self) -> None:
@@ -160,8 +187,8 @@ class Whole:
         try:
             start = time.perf_counter()
             pool.submit("render", _render_whole, job, out)
-            [(wall, cpu)] = pool.collect(1).values()
-            return Run(time.perf_counter() - start, out, {"render": wall}, cpu)
+            pieces = pool.collect(1)
+            return Run(time.perf_counter() - start, out, pieces)
         finally:
             pool.close()
 
@@ -195,8 +222,7 @@ class SplitLocal:
             wall = time.perf_counter() - start
         finally:
             pool.close()
-        return Run(wall, out, {name: w for name, (w, _) in pieces.items()},
-                   sum(cpu for _, cpu in pieces.values()))  # fmt: skip
+        return Run(wall, out, pieces)
 
 
 def _render_part(job: Job, part: Part, out: Path) -> None:
@@ -243,39 +269,47 @@ def model(whole_s: float, parts_s: float, count: int, audio_s: float, join_s: fl
 
 
 def report(whole: list[Run], split: list[Run], job: Job, args) -> dict:
-    """Print the medians, the speed-up, the model and the outputs' comparison; return them."""
+    """Print the medians, the speed-ups, the model and the outputs' comparison; return them."""
     plan = render_plan(job.compilation, job.media)
 
     def median(of: Callable[[Run], float], runs: list[Run] = split) -> float:
         return statistics.median(of(run) for run in runs)
 
-    whole_s, split_s = median(lambda r: r.wall, whole), median(lambda r: r.wall)
+    wall = {"whole": median(lambda r: r.wall, whole), "split": median(lambda r: r.wall)}
+    path = {"whole": median(lambda r: r.path_cpu, whole), "split": median(lambda r: r.path_cpu)}
+    paired = statistics.median(w.wall / s.wall for w, s in zip(whole, split, strict=True))
     names = list(split[0].pieces)
-    piece_s = {name: median(lambda r, n=name: r.pieces[n]) for name in names}
+    piece_wall = {name: median(lambda r, n=name: r.pieces[n].wall) for name in names}
+    piece_cpu = {name: median(lambda r, n=name: r.pieces[n].cpu) for name in names}
     parts = [name for name in names if name.startswith("part")]
-    parts_s = median(lambda r: sum(r.pieces[p] for p in parts))
-    modelled = {n: model(whole_s, parts_s, len(parts), piece_s["audio"], piece_s["join"], n)
-                for n in (1, 2, 3, 4, 8)}  # fmt: skip
+    parts_cpu = median(lambda r: sum(r.pieces[p].cpu for p in parts))
+    modelled = {n: model(path["whole"], parts_cpu, len(parts), piece_cpu["audio"],
+                         piece_cpu["join"], n) for n in (1, 2, 3, 4, 8)}  # fmt: skip
     print(f"{args.height}p, {len(plan.items)} items -> {plan.planned_s:.1f} s of output, "
           f"median of {args.reps}:")  # fmt: skip
-    print(f"  whole on 1 renderer {whole_s:.2f} s ({median(lambda r: r.cpu, whole):.1f} s cpu); "
-          f"split on {args.renderers} {split_s:.2f} s ({median(lambda r: r.cpu):.1f} s cpu): "
-          f"speed-up {whole_s / split_s:.2f}x")  # fmt: skip
-    print("  pieces: " + "  ".join(f"{name} {s:.2f} s" for name, s in piece_s.items()))
-    print("  model, N renderers: " + "  ".join(f"N={n} {t:.1f} s ({whole_s / t:.2f}x)"
-                                               for n, t in modelled.items()))  # fmt: skip
+    print(f"  wall: whole on 1 renderer {wall['whole']:.2f} s, split on {args.renderers} "
+          f"{wall['split']:.2f} s: speed-up {wall['whole'] / wall['split']:.2f}x "
+          f"(median of each rep's own ratio {paired:.2f}x)")  # fmt: skip
+    total = {"whole": median(lambda r: r.cpu, whole), "split": median(lambda r: r.cpu)}
+    print(f"  cpu along the longest renderer's path: whole {path['whole']:.2f} s, split "
+          f"{path['split']:.2f} s: speed-up {path['whole'] / path['split']:.2f}x; all cpu: "
+          f"whole {total['whole']:.1f} s, split {total['split']:.1f} s")  # fmt: skip
+    print("  pieces (wall / cpu): " + "  ".join(
+        f"{name} {piece_wall[name]:.2f} / {piece_cpu[name]:.2f} s" for name in names))  # fmt: skip
+    print("  model from cpu, N renderers: " + "  ".join(
+        f"N={n} {t:.1f} s ({path['whole'] / t:.2f}x)" for n, t in modelled.items()))  # fmt: skip
     outputs = (whole[-1].output, split[-1].output)
-    sizes = [path.stat().st_size for path in outputs]
-    frames = [frame_count(path) for path in outputs]
+    sizes = [out.stat().st_size for out in outputs]
+    frames = [frame_count(out) for out in outputs]
     similarity = ssim(outputs[1], outputs[0])
     print(f"  output: whole {sizes[0]:,} bytes, split {sizes[1]:,} bytes "
           f"({sizes[1] / sizes[0] - 1:+.2%}); frames {frames[0]} / {frames[1]} "
           f"(planned {plan.total_frames}); SSIM split vs whole {similarity:.5f}")  # fmt: skip
     print(f"# load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return {"height": args.height, "reps": args.reps, "renderers": args.renderers,
-            "whole_s": whole_s, "split_s": split_s, "speedup": whole_s / split_s,
-            "pieces_s": piece_s, "model_s": modelled, "sizes": sizes,
-            "frames": frames, "ssim": similarity}  # fmt: skip
+            "wall_s": wall, "paired_speedup": paired, "path_cpu_s": path, "cpu_s": total,
+            "pieces_wall_s": piece_wall, "pieces_cpu_s": piece_cpu, "model_s": modelled,
+            "sizes": sizes, "frames": frames, "ssim": similarity}  # fmt: skip
 
 
 def main() -> None:
@@ -299,15 +333,18 @@ def main() -> None:
             for setup in order:
                 folder = work / f"{setup.name.replace(' ', '-')}-{rep}"
                 folder.mkdir()
+                run_load = os.getloadavg()[0]
                 run = setup.run(job, folder)
+                run.load = run_load
                 runs[setup.name].append(run)
-                print(f"  rep {rep + 1} {setup.name}: {run.wall:.2f} s  ({run.cpu:.1f} s cpu; "
-                      + ", ".join(f"{k} {v:.2f}" for k, v in run.pieces.items()) + ")",
+                print(f"  rep {rep + 1} {setup.name}: {run.wall:.2f} s, path {run.path_cpu:.2f} "
+                      f"s cpu (load {run_load:.2f}; " + ", ".join(
+                          f"{k} {v.wall:.2f}/{v.cpu:.2f}" for k, v in run.pieces.items()) + ")",
                       flush=True)  # fmt: skip
         result = report(runs[setups[0].name], runs[setups[1].name], job, args)
         if args.json:
             result["machine"] = machine()
-            result["runs"] = {name: [{"wall": r.wall, "cpu": r.cpu, "pieces": r.pieces}
+            result["runs"] = {name: [dataclasses.asdict(r) | {"output": str(r.output)}
                                      for r in rs] for name, rs in runs.items()}  # fmt: skip
             args.json.write_text(json.dumps(result, indent=2))
     finally:
