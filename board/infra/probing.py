@@ -46,7 +46,7 @@ class Prober:
         self.memory_bytes = memory_bytes
         self.timeout_s = timeout_s
         self._slots = asyncio.Semaphore(self.concurrency)
-        self.running = 0  # probes whose process is alive now (for /metrics and tests)
+        self.running = 0  # probes whose process is alive now
 
     async def probe(self, path: Path, *, label: str) -> MediaInfo:
         """What ``path`` holds. Raises ``ProbeError`` (or its ``RefusedFormat`` and
