@@ -60,9 +60,11 @@ from timeline.render import (
 from timeline.spec import Compilation
 
 # A part pays when it holds at least this much work, in seconds of 1080p30 output encoded
-# (``RenderPlan.item_cost``): its fixed costs (a claim, fetching its sources, ffmpeg start-ups,
-# an upload, its share of the join) then stay small beside its encode.
-MIN_PART_WORK_S = 20.0
+# (``RenderPlan.item_cost``, so decoding and blur count too): a minute of 1080p is tens of
+# seconds of encoding even on a fast farmhand, so a part's fixed costs (a claim, fetching its
+# sources, ffmpeg start-ups, an upload, its share of the join: seconds) stay small beside it.
+# BENCHMARKS.md ("Split render") has what a unit of work costs on one core.
+MIN_PART_WORK_S = 60.0
 _SECOND_OF_1080P30 = 1920 * 1080 * 30
 PART_PROBE_TIMEOUT_S = 60.0
 
