@@ -7,7 +7,8 @@ ffmpeg it starts inherits), standing for a farmhand: on this 2-core machine two 
 side by side. Renderers pull their work from one queue, as farmhands pull jobs from the board:
 
 - ``whole``: one renderer renders the compilation with ``timeline.render.render``.
-- ``split``: N renderers take the parts of ``timeline.split.split_plan`` and the audio track
+- ``split``: N renderers take the parts of ``timeline.split.split_plan`` (N parts, whether
+  or not ``MIN_PART_WORK_S`` would split a job this small) and the audio track
   (biggest first: the sound goes to the first renderer done with its part); when all are in,
   the first free renderer joins them (``join_parts``). Every piece plans for itself, as a
   farmhand would.
@@ -19,10 +20,12 @@ Both use the same encoder settings (libx264 at the compilation's quality, one se
 at a time per renderer, hence one thread). They run side by side in alternating order, ``--reps``
 times; the medians of wall time, their ratio (the speed-up), each piece's time, the model of
 what N renderers would give, and the outputs' sizes and SSIM of the split output against the
-whole one are printed.
+whole one are printed. Wall time stretches with whatever else runs on the machine; a renderer
+is one ffmpeg thread on its own core, so the CPU seconds along the longest renderer's path
+(its pieces, then the join) are the wall time an idle machine would show, and are printed too.
 
-The model (Amdahl's, measured): the whole render's time less the sound and the join is the
-video work ``V``, which splits; each part adds a fixed cost ``o`` (its process, its plan, its
+The model (Amdahl's, from those CPU seconds): the whole render's time less the sound and the
+join is the video work ``V``, which splits; each part adds a fixed cost ``o`` (its process, its plan, its
 ffmpeg starts, one more decode of an xfade's head), measured as the parts' summed time less
 ``V``, per part; the sound (after a part, on one renderer) and the join do not split. So N
 renderers take ``V/N + o + audio + join``. A new way to run the pieces (a real farm of
@@ -58,7 +61,15 @@ from timeline.plan import render_plan
 from timeline.probe import MediaInfo
 from timeline.render import probe_sources, render
 from timeline.spec import Compilation
-from timeline.split import Part, join_parts, render_audio, render_part, split_plan
+from timeline.split import (
+    MIN_PART_WORK_S,
+    Part,
+    join_parts,
+    render_audio,
+    render_part,
+    split_plan,
+    work_s,
+)
 
 
 @dataclass
@@ -285,7 +296,9 @@ def report(whole: list[Run], split: list[Run], job: Job, args) -> dict:
     parts_cpu = median(lambda r: sum(r.pieces[p].cpu for p in parts))
     modelled = {n: model(path["whole"], parts_cpu, len(parts), piece_cpu["audio"],
                          piece_cpu["join"], n) for n in (1, 2, 3, 4, 8)}  # fmt: skip
+    work = work_s(plan)
     print(f"{args.height}p, {len(plan.items)} items -> {plan.planned_s:.1f} s of output, "
+          f"{work:.1f} s of work (split.work_s: 1080p30 output encoded), "
           f"median of {args.reps}:")  # fmt: skip
     print(f"  wall: whole on 1 renderer {wall['whole']:.2f} s, split on {args.renderers} "
           f"{wall['split']:.2f} s: speed-up {wall['whole'] / wall['split']:.2f}x "
@@ -296,6 +309,8 @@ def report(whole: list[Run], split: list[Run], job: Job, args) -> dict:
           f"whole {total['whole']:.1f} s, split {total['split']:.1f} s")  # fmt: skip
     print("  pieces (wall / cpu): " + "  ".join(
         f"{name} {piece_wall[name]:.2f} / {piece_cpu[name]:.2f} s" for name in names))  # fmt: skip
+    print(f"  one renderer takes {path['whole'] / work:.2f} s of cpu per second of work "
+          f"(split.MIN_PART_WORK_S is {MIN_PART_WORK_S:g})")  # fmt: skip
     print("  model from cpu, N renderers: " + "  ".join(
         f"N={n} {t:.1f} s ({path['whole'] / t:.2f}x)" for n, t in modelled.items()))  # fmt: skip
     outputs = (whole[-1].output, split[-1].output)
@@ -309,7 +324,7 @@ def report(whole: list[Run], split: list[Run], job: Job, args) -> dict:
     return {"height": args.height, "reps": args.reps, "renderers": args.renderers,
             "wall_s": wall, "paired_speedup": paired, "path_cpu_s": path, "cpu_s": total,
             "pieces_wall_s": piece_wall, "pieces_cpu_s": piece_cpu, "model_s": modelled,
-            "sizes": sizes, "frames": frames, "ssim": similarity}  # fmt: skip
+            "sizes": sizes, "frames": frames, "ssim": similarity, "work_s": work}  # fmt: skip
 
 
 def main() -> None:
