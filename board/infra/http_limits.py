@@ -43,7 +43,7 @@ class HeadLimitedProtocol(HttpToolsProtocol):
     too), or on a kept-alive connection from the first byte after the last answer (a blank line
     counts: llhttp skips it without starting a request, and uvicorn's idle timer stops at it),
     until the head is complete. A request being received or answered is never cut: a slow
-    upload's body is not a head."""
+    upload's body is not a head, nor the rest of a body the board answered early (413)."""
 
     head_timeout_s: float = 10.0
     max_head_bytes: int = MAX_HEAD_BYTES
@@ -52,6 +52,7 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0
         self._in_head = False  # a request began and its head is not complete
+        self._in_message = False  # a request began and its body is not all here
         self._heads = 0  # heads received on this connection
         self._answered = 0  # answers finished on this connection
         super().connection_made(transport)
@@ -59,8 +60,9 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         self._arm_head_timer()
 
     def _waiting_for_a_head(self) -> bool:
-        """A head is being received, or the connection is between requests."""
-        return self._in_head or self._heads == self._answered
+        """A head is being received, or the connection is between requests: every request
+        received whole and answered (the rest of a body answered early is still a body)."""
+        return self._in_head or (not self._in_message and self._heads == self._answered)
 
     def data_received(self, data: bytes) -> None:
         if self._head_timer is None and self._waiting_for_a_head():
@@ -73,7 +75,7 @@ class HeadLimitedProtocol(HttpToolsProtocol):
                 self._head_transport.close()
 
     def on_message_begin(self) -> None:
-        self._in_head = True
+        self._in_head = self._in_message = True
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
@@ -82,6 +84,10 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._disarm_head_timer()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         self._answered += 1

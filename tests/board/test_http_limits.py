@@ -136,6 +136,26 @@ def test_a_slow_upload_body_is_not_cut_by_the_head_timeout(strict_board, media_d
     assert answer.startswith(b"HTTP/1.1 201 "), answer[:300]
 
 
+def test_the_rest_of_a_body_answered_early_is_no_head(strict_board):
+    """A body the board refuses by its Content-Length (413) keeps arriving after the answer:
+    those bytes are the body's, and the connection serves the next request."""
+    token = strict_board.token("farmhand")
+    body = b"[" + b"0," * 1_000_000 + b"0]"  # 2 MB, over the farmhand routes' 256 KiB
+    head = (
+        f"POST {API}/farmhand/claim HTTP/1.1\r\nHost: board\r\nContent-Type: application/json"
+        f"\r\nAuthorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with raw_connection(strict_board) as sock:
+        sock.settimeout(30)
+        sock.sendall(head + body + b"GET /health HTTP/1.1\r\nHost: board\r\n\r\n")
+        answers = b""
+        while answers.count(b"HTTP/1.1 ") < 2 and (chunk := sock.recv(65536)):
+            answers += chunk
+    first, _, second = answers.partition(b"HTTP/1.1 ")[2].partition(b"HTTP/1.1 ")
+    assert first.startswith(b"413 "), answers[:300]
+    assert second.startswith(b"200 "), answers[:600]
+
+
 def test_a_request_head_over_64_kib_is_refused(strict_board):
     with raw_connection(strict_board) as sock:
         sock.settimeout(10)
