@@ -1,6 +1,7 @@
-"""A real farm rendering a compilation against the same render run directly.
+"""A real farm rendering a compilation against the same render run directly, with the board's
+media and outputs in its own folder and in S3-compatible storage, side by side.
 
-    python scripts/bench/e2e.py [--height 720] [--reps 3] [--media DIR]
+    python scripts/bench/e2e.py [--height 720] [--reps 3] [--media DIR] [--storage local|s3|both]
 
 The farm is what a user runs: a ``board serve`` on its embedded SQLite and one ``farmhand run``,
 both real processes talking HTTP on this machine. The media are uploaded once beforehand (that
@@ -14,6 +15,11 @@ ratio are printed, and the farm's time is split into its stages from the job's e
 
 The compilation is the mixed one of ``render.py`` (12 inputs of differing size, fps, SAR,
 rotation, pixel format, audio; blur fit, transitions, titles, watermark, music).
+
+With ``s3`` the board keeps its files in a bucket of moto's S3 server (``moto_server``, started
+here on 127.0.0.1): the media are uploaded to it on presigned URLs, the farmhand fetches them
+from it and sends its output there. The board's CPU time per farm job (its process, from submit
+to ``succeeded``) is printed for each storage: what serving and receiving the bytes costs it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import os
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,17 +50,51 @@ from render import (
     mixed_compilation,
 )
 
-from tests.harness import RunningFarmhand
+from submitter.board_client import BoardClient
+from tests.harness import RunningFarmhand, free_port
 from timeline.render import render
 from wire import FINAL_STATES, routes
+
+
+class MotoServer:
+    """moto's S3 server on a free port of 127.0.0.1, with one bucket."""
+
+    def __init__(self, log: Path) -> None:
+        import boto3
+
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1",
+             "-p", self.url.rsplit(":", 1)[1]],
+            stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        for _ in range(300):
+            try:
+                httpx.get(self.url, timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.bucket = "clipfarm-bench"
+        boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                     aws_access_key_id="bench", aws_secret_access_key="bench",
+                     ).create_bucket(Bucket=self.bucket)  # fmt: skip
+
+    def board_env(self) -> dict[str, str]:
+        return {"BOARD_STORAGE": "s3", "BOARD_S3_ENDPOINT": self.url,
+                "BOARD_S3_BUCKET": self.bucket, "BOARD_S3_ACCESS_KEY": "bench",
+                "BOARD_S3_SECRET_KEY": "bench"}  # fmt: skip
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
 
 
 class Farm:
     """A board and, one at a time, a farmhand."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, env: dict[str, str] | None = None) -> None:
         self.work = work
-        self.board = BenchBoard("sqlite")
+        self.board = BenchBoard("sqlite", env=env)
         self.submitter = self.board.token("submitter", "bench-submitter")
         self.hand_token = self.board.token("farmhand", "bench-farmhand")
         self.hand: RunningFarmhand | None = None
@@ -63,18 +104,16 @@ class Farm:
         return {"Authorization": f"Bearer {token}"}
 
     def upload(self, raw: dict, media: Path) -> dict:
-        """``raw`` with every local path replaced by the board media id of its upload."""
+        """``raw`` with every local path replaced by the board media id of its upload (as
+        ``clipfarm-submit`` uploads: to the board, or straight to its object storage)."""
         ids: dict[str, str] = {}
+        client = BoardClient(self.board.url, self.submitter)
 
         def swap(source: dict) -> dict:
             path = source.pop("path")
             if path not in ids:
-                data = (media / path).read_bytes()
-                r = httpx.post(f"{self.board.url}{routes.MEDIA}", params={"filename": path},
-                               content=data, headers={**self.headers(self.submitter),
-                               "Content-Type": "application/octet-stream"}, timeout=120)  # fmt: skip
-                r.raise_for_status()
-                ids[path] = r.json()["id"]
+                file = media / path
+                ids[path] = client.upload_media(file, size=file.stat().st_size)[0].id
             return {**source, "media": ids[path]}
 
         out = dict(raw)
@@ -109,10 +148,15 @@ class Farm:
             self.hand.stop()
         self.hand = None
 
+    def board_cpu_s(self) -> float:
+        """CPU seconds the board's processes used so far."""
+        return sum(sum(p.cpu_times()[:2]) for p in self.board.processes())
+
     def run_job(self, compilation: dict) -> tuple[float, dict[str, float]]:
         """Submit, wait for ``succeeded``; the wall time and the seconds between the job's
-        events (queued → claimed → ... → succeeded)."""
+        events (queued → claimed → ... → succeeded), with the board's CPU seconds."""
         headers = self.headers(self.submitter)
+        cpu_before = self.board_cpu_s()
         start = time.perf_counter()
         r = httpx.post(f"{self.board.url}{routes.JOBS}", json={"compilation": compilation},
                        headers=headers, timeout=30)  # fmt: skip
@@ -130,7 +174,9 @@ class Farm:
         wall = time.perf_counter() - start
         if job.get("state") != "succeeded":
             raise RuntimeError(f"the farm's job ended {job.get('state')}: {job.get('error')}")
-        return wall, self.stages(job)
+        stages = self.stages(job)
+        stages["board cpu"] = self.board_cpu_s() - cpu_before
+        return wall, stages
 
     def stages(self, job: dict) -> dict[str, float]:
         """Where the farm's time went: queued (submit until claimed), the render itself (as the
@@ -141,7 +187,7 @@ class Farm:
         found: list[str] = []
         deadline = time.monotonic() + 10  # it logs once the board has answered its complete
         while not found and time.monotonic() < deadline:
-            found = re.findall(r"done with \S+ in ([0-9.]+) s", self.hand.log())
+            found = re.findall(r"\): done in ([0-9.]+) s", self.hand.log())
             time.sleep(0.05)
         render_s = float(found[-1]) if found else float("nan")
         return {"queued": (at["claimed_at"] - at["created_at"]).total_seconds(),
@@ -152,20 +198,16 @@ class Farm:
         self.board.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--height", type=int, default=720)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--media", type=Path, default=DEFAULT_MEDIA)
-    args = parser.parse_args()
-    print(f"# {machine()}", flush=True)
-    make_media(args.media, MIXED)
-    work = Path(tempfile.mkdtemp(prefix="clipfarm-bench-e2e-"))
+def measure(storage: str, args: argparse.Namespace, work: Path) -> dict[str, float]:
+    """``--reps`` farm runs against as many direct runs, alternating; their medians."""
     raw = mixed_compilation(args.height)
     compilation, sources = load(raw, args.media)
-    farm = Farm(work)
+    store = MotoServer(work / "moto.log") if storage == "s3" else None
+    farm = Farm(work / storage, store.board_env() if store else None)
     farm_s: list[float] = []
     direct_s: list[float] = []
+    cpu_s: list[float] = []
+    print(f"## storage: {storage}", flush=True)
     try:
         on_board = farm.upload(raw, args.media)
         for rep in range(args.reps):
@@ -175,8 +217,9 @@ def main() -> None:
                 if step == "farm":
                     wall, stages = farm.run_job(on_board)
                     farm_s.append(wall)
+                    cpu_s.append(stages.pop("board cpu"))
                 else:
-                    out = work / f"direct-{rep}"
+                    out = work / f"direct-{storage}-{rep}"
                     out.mkdir()
                     with Stopwatch() as watch:
                         render(compilation, sources, out / "out.mp4", parallel=2,
@@ -186,13 +229,36 @@ def main() -> None:
             farm.stop_farmhand()
             shown = "  ".join(f"{k} {v:.2f}" for k, v in stages.items())
             print(f"  rep {rep + 1}: farm {farm_s[-1]:.2f} s  direct {direct_s[-1]:.2f} s"
-                  f"  ratio {farm_s[-1] / direct_s[-1]:.3f}  [{shown}]", flush=True)  # fmt: skip
+                  f"  ratio {farm_s[-1] / direct_s[-1]:.3f}  board cpu {cpu_s[-1]:.3f} s"
+                  f"  [{shown}]", flush=True)  # fmt: skip
     finally:
         farm.close()
-        shutil.rmtree(work, ignore_errors=True)
+        if store is not None:
+            store.close()
     f, d = statistics.median(farm_s), statistics.median(direct_s)
-    print(f"{args.height}p mixed compilation, median of {args.reps}: farm {f:.2f} s  "
-          f"direct {d:.2f} s  farm/direct {f / d:.3f}")  # fmt: skip
+    return {"farm": f, "direct": d, "ratio": f / d, "board_cpu": statistics.median(cpu_s)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--media", type=Path, default=DEFAULT_MEDIA)
+    parser.add_argument("--storage", choices=("local", "s3", "both"), default="both")
+    args = parser.parse_args()
+    print(f"# {machine()}", flush=True)
+    print(f"# load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    make_media(args.media, MIXED)
+    work = Path(tempfile.mkdtemp(prefix="clipfarm-bench-e2e-"))
+    storages = ("local", "s3") if args.storage == "both" else (args.storage,)
+    try:
+        results = {storage: measure(storage, args, work) for storage in storages}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"{args.height}p mixed compilation, median of {args.reps}:")
+    for storage, r in results.items():
+        print(f"  {storage:5}  farm {r['farm']:.2f} s  direct {r['direct']:.2f} s  "
+              f"farm/direct {r['ratio']:.3f}  board cpu per job {r['board_cpu']:.3f} s")  # fmt: skip
     print(f"# load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
