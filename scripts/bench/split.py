@@ -28,8 +28,11 @@ The model (Amdahl's, from those CPU seconds): the whole render's time less the s
 join is the video work ``V``, which splits; each part adds a fixed cost ``o`` (its process, its plan, its
 ffmpeg starts, one more decode of an xfade's head), measured as the parts' summed time less
 ``V``, per part; the sound (after a part, on one renderer) and the join do not split. So N
-renderers take ``V/N + o + audio + join``. A new way to run the pieces (a real farm of
-farmhands, say) is another ``Setup``: a name and a ``run``.
+renderers take ``V/N + o + audio + join``. ``--farm`` runs the same job through a real farm instead: a board (``board serve``) and 1 against N
+farmhand processes (``farmhand run``), farmhand k pinned to core k with every ffmpeg it starts; the
+job is submitted with its media uploaded, and timed from the submit to its success. With one
+farmhand it renders whole; with N waiting, the board splits it (``BOARD_SPLIT_MIN_WORK_S=0``: the
+bench measures what splitting gives, whatever the job's size).
 
 The compilation is the mixed one of ``render.py`` (its media are generated once into
 ``--media``, default /tmp/clipfarm-bench-media, and reused).
@@ -55,6 +58,8 @@ from pathlib import Path
 from typing import Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import httpx
+import psutil
 from render import DEFAULT_MEDIA, FFMPEG, MIXED, load, machine, make_media, mixed_compilation
 
 from timeline.plan import render_plan
@@ -70,6 +75,7 @@ from timeline.split import (
     split_plan,
     work_s,
 )
+from wire import FINAL_STATES, routes
 
 
 @dataclass
@@ -236,6 +242,134 @@ class SplitLocal:
         return Run(wall, out, pieces)
 
 
+class Farm:
+    """A board and ``farmhands`` farmhand processes, farmhand k (and every ffmpeg it starts)
+    pinned to core k, started once for all reps; each run submits the job and times it from the
+    submit to its success. A piece per farmhand: its CPU (its own and its ffmpegs') meanwhile."""
+
+    def __init__(self, farmhands: int, raw: dict, media: Path) -> None:
+        from farmproc import BenchBoard
+
+        self.name = f"farm {farmhands}"
+        self.count = farmhands
+        self.board = BenchBoard(env={"BOARD_SPLIT_MIN_WORK_S": "0", "BOARD_HEARTBEAT_S": "2"})
+        self.http = httpx.Client(base_url=self.board.url, timeout=120, headers={
+            "Authorization": f"Bearer {self.board.token('submitter', 'bench')}"})  # fmt: skip
+        self.raw = _as_board_media(raw, media, self.http)
+        self.hands = [self._farmhand(k) for k in range(farmhands)]
+        self.reps = 0
+        with httpx.Client(base_url=self.board.url, timeout=30, headers={
+                "Authorization": f"Bearer {self.board.admin_token}"}) as admin:  # fmt: skip
+            deadline = time.monotonic() + 120
+            while len(admin.get(routes.FARMHANDS).json()) < farmhands:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the farmhands did not come online")
+                time.sleep(0.5)
+        time.sleep(3)  # each one probed and long-polls
+
+    def _farmhand(self, k: int) -> psutil.Popen:
+        cores = sorted(os.sched_getaffinity(0))
+        home = self.board.dir / f"farmhand-{k}"
+        env = {
+            **os.environ,
+            "FARMHAND_BOARD_URL": self.board.url,
+            "FARMHAND_TOKEN": self.board.token("farmhand", f"bench-{k}"),
+            "FARMHAND_NAME": f"bench-{k}",
+            "FARMHAND_STATE_DIR": str(home / "state"),
+            "FARMHAND_CACHE_DIR": str(home / "cache"),
+            "FARMHAND_CPU_PAUSE_PERCENT": "off",
+            "FARMHAND_GPU_PAUSE_PERCENT": "off",
+            "FARMHAND_RESUME_DELAY_S": "0",
+            "FARMHAND_WAIT_S": "20",
+        }  # fmt: skip
+        log = open(home.with_suffix(".log"), "ab")
+        return psutil.Popen(
+            ["taskset", "-c", str(cores[k % len(cores)]), sys.executable, "-m", "farmhand.cli",
+             "run"], env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def _cpu(self) -> list[float]:
+        times = [hand.cpu_times() for hand in self.hands]
+        return [t.user + t.system + t.children_user + t.children_system for t in times]
+
+    def run(self, job: Job, work: Path) -> Run:
+        self.reps += 1
+        body = {"compilation": {**self.raw, "title": f"bench {self.name} {self.reps}"}}
+        before = self._cpu()
+        start = time.perf_counter()
+        job_id = self.http.post(routes.JOBS, json=body).json()["id"]
+        while (view := self.http.get(routes.path(routes.JOB, job_id=job_id)).json())["state"] \
+                not in FINAL_STATES:  # fmt: skip
+            time.sleep(0.1)
+        wall = time.perf_counter() - start
+        if view["state"] != "succeeded":
+            raise RuntimeError(f"{self.name}: the job {view['state']}: {view['error']}")
+        parts = sum(1 for p in view["parts"] if p["kind"] == "part")
+        if (parts > 1) != (self.count > 1):
+            raise RuntimeError(f"{self.name}: the job was split in {parts} parts")
+        time.sleep(1)  # the farmhands have waited on their ffmpegs: their CPU is counted
+        used = [after - b for after, b in zip(self._cpu(), before, strict=True)]
+        out = work / "farm.mp4"
+        out.write_bytes(self.http.get(routes.path(routes.JOB_OUTPUT, job_id=job_id)).content)
+        pieces = {f"farmhand {k}": Piece(wall, cpu, k) for k, cpu in enumerate(used)}
+        return Run(wall, out, pieces)
+
+    def close(self) -> None:
+        for hand in self.hands:
+            hand.terminate()
+        for hand in self.hands:
+            hand.wait(30)
+        self.http.close()
+        self.board.close()
+
+
+def _as_board_media(raw: dict, media: Path, http: httpx.Client) -> dict:
+    """The compilation with its local files uploaded as board media (``{"path"}`` →
+    ``{"media"}``), each file once."""
+    uploaded: dict[str, str] = {}
+
+    def convert(value):
+        if isinstance(value, dict):
+            if set(value) >= {"path"}:
+                name = value["path"]
+                if name not in uploaded:
+                    answer = http.post(routes.MEDIA, params={"filename": Path(name).name},
+                                       content=(media / name).read_bytes())  # fmt: skip
+                    answer.raise_for_status()
+                    uploaded[name] = answer.json()["id"]
+                return {**{k: v for k, v in value.items() if k != "path"}, "media": uploaded[name]}
+            return {k: convert(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [convert(v) for v in value]
+        return value
+
+    return convert(raw)
+
+
+def report_farm(whole: list[Run], split: list[Run], renderers: int) -> dict:
+    """The farm's figures: the job's wall time on 1 farmhand and on N, side by side."""
+    wall = {"whole": statistics.median(r.wall for r in whole),
+            "split": statistics.median(r.wall for r in split)}  # fmt: skip
+    paired = statistics.median(w.wall / s.wall for w, s in zip(whole, split, strict=True))
+    path = {"whole": statistics.median(r.path_cpu for r in whole),
+            "split": statistics.median(r.path_cpu for r in split)}  # fmt: skip
+    outputs = (whole[-1].output, split[-1].output)
+    sizes = [out.stat().st_size for out in outputs]
+    similarity = ssim(outputs[1], outputs[0])
+    print(
+        f"  farm, submit to success: 1 farmhand {wall['whole']:.2f} s, {renderers} farmhands "
+        f"{wall['split']:.2f} s: speed-up {wall['whole'] / wall['split']:.2f}x (median of "
+        f"each rep's own ratio {paired:.2f}x); cpu along the busiest farmhand: "
+        f"{path['whole']:.2f} s / {path['split']:.2f} s ({path['whole'] / path['split']:.2f}x)"
+    )
+    print(f"  output: whole {sizes[0]:,} bytes, split {sizes[1]:,} bytes "
+          f"({sizes[1] / sizes[0] - 1:+.2%}); frames {frame_count(outputs[0])} / "
+          f"{frame_count(outputs[1])}; SSIM split vs whole {similarity:.5f}")  # fmt: skip
+    print(f"# load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return {"farm_wall_s": wall, "paired_speedup": paired, "path_cpu_s": path, "sizes": sizes,
+            "ssim": similarity}  # fmt: skip
+
+
 def _render_part(job: Job, part: Part, out: Path) -> None:
     render_part(job.compilation, job.sources, part, out, parallel=1, media=job.media)
 
@@ -334,12 +468,18 @@ def main() -> None:
     parser.add_argument("--renderers", type=int, default=2)
     parser.add_argument("--media", type=Path, default=DEFAULT_MEDIA)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--farm", action="store_true",
+                        help="through a real board and farmhand processes (see above)")  # fmt: skip
     args = parser.parse_args()
     print(f"# {machine()}", flush=True)
     make_media(args.media, MIXED)
     compilation, sources = load(mixed_compilation(args.height), args.media)
     job = Job(compilation, sources, probe_sources(compilation, sources))
-    setups: list[Setup] = [Whole(), SplitLocal(args.renderers)]
+    raw = mixed_compilation(args.height)
+    if args.farm:
+        setups: list[Setup] = [Farm(1, raw, args.media), Farm(args.renderers, raw, args.media)]
+    else:
+        setups = [Whole(), SplitLocal(args.renderers)]
     runs: dict[str, list[Run]] = {setup.name: [] for setup in setups}
     work = Path(tempfile.mkdtemp(prefix="clipfarm-bench-split-"))
     try:
@@ -356,13 +496,19 @@ def main() -> None:
                       f"s cpu (load {run_load:.2f}; " + ", ".join(
                           f"{k} {v.wall:.2f}/{v.cpu:.2f}" for k, v in run.pieces.items()) + ")",
                       flush=True)  # fmt: skip
-        result = report(runs[setups[0].name], runs[setups[1].name], job, args)
+        if args.farm:
+            result = report_farm(runs[setups[0].name], runs[setups[1].name], args.renderers)
+        else:
+            result = report(runs[setups[0].name], runs[setups[1].name], job, args)
         if args.json:
             result["machine"] = machine()
             result["runs"] = {name: [dataclasses.asdict(r) | {"output": str(r.output)}
                                      for r in rs] for name, rs in runs.items()}  # fmt: skip
             args.json.write_text(json.dumps(result, indent=2))
     finally:
+        for setup in setups:
+            if isinstance(setup, Farm):
+                setup.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
