@@ -109,7 +109,7 @@ def split_job(
         {"kind": "audio", "encoder": None, "title": "audio",
          "piece": {"index": len(parts), "sources": list(audio_sources(plan))}}
     )  # fmt: skip
-    ids = [_add_piece(conn, job, built, piece, now) for piece in pieces]
+    ids = [_add_piece(conn, job, built, piece, now, order=k) for k, piece in enumerate(pieces)]
     conn.execute(
         update(jobs)
         .where(jobs.c.id == job.id, jobs.c.state == "queued")
@@ -122,9 +122,16 @@ def split_job(
     return ids
 
 
+# Pieces take their parent's place in the claim order (priority, then created_at, then id), one
+# after another in the order they were planned: the parts, then the audio. Their ids alone would
+# not keep that order (ids made in one millisecond differ only by their random tail).
+PIECE_ORDER_STEP_S = 1e-5
+
+
 def _add_piece(
-    conn: Connection, job: Any, compilation: dict, piece: dict[str, Any], now: float
-) -> str:
+    conn: Connection, job: Any, compilation: dict, piece: dict[str, Any], now: float, *,
+    order: int,
+) -> str:  # fmt: skip
     piece_id = new_id("j")
     requirements = dict(job.requirements)
     if piece["encoder"]:
@@ -137,8 +144,8 @@ def _add_piece(
             requirements=requirements, req_codec=job.req_codec, req_encoder=job.req_encoder,
             req_gpu_memory_mb=job.req_gpu_memory_mb, req_encoder_name=piece["encoder"],
             attempts=0, max_attempts=job.max_attempts, not_before=0.0, queued_at=now,
-            failed_by=[], progress=0.0, estimate_s=None, created_at=job.created_at,
-            updated_at=now, parent_id=job.id, kind=piece["kind"], piece=piece["piece"],
+            failed_by=[], progress=0.0, estimate_s=None,
+            created_at=job.created_at + order * PIECE_ORDER_STEP_S, updated_at=now, parent_id=job.id, kind=piece["kind"], piece=piece["piece"],
             split="never",
         )
     )  # fmt: skip
@@ -177,7 +184,7 @@ def add_join_when_ready(conn: Connection, parent_id: str, now: float) -> str | N
     parent = conn.execute(select(jobs).where(jobs.c.id == parent_id)).one()
     index = len([p for p in pieces if p.kind in PIECES])
     join = {"kind": "join", "encoder": None, "title": "join", "piece": {"index": index}}
-    return _add_piece(conn, parent, parent.compilation, join, now)
+    return _add_piece(conn, parent, parent.compilation, join, now, order=index)
 
 
 def abandon(conn: Connection, parent_id: str, why: str, now: float) -> list[tuple[str, str]]:

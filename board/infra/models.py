@@ -142,6 +142,7 @@ jobs = Table(
     Index("ix_jobs_parent", "parent_id"),
     Index("ix_jobs_lease", "state", "lease_expires_at"),
     Index("ix_jobs_submitter_state", "submitter_id", "state"),
+    Index("ix_jobs_farmhand", "farmhand_id", "state"),  # a claim counts what its farmhand holds
 )
 # The claim query's ORDER BY exactly (priority DESC, then oldest): the best job is the first index
 # entry, with no sort of the whole queue per claim.

@@ -15,9 +15,11 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from board.config import normalize_database_url
+from board.domain.claims import _first_candidate, skills_of
 from board.infra.db import migration_engine
 from board.infra.models import metadata
 from tests.harness import create_pg_database, drop_pg_database
+from wire import Capabilities
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,3 +83,31 @@ def test_downgrade_to_base_and_back(empty_database):
     tables = set(inspect_database(empty_database, lambda c: inspect(c).get_table_names()))
     assert tables == {"alembic_version"}
     alembic(empty_database, "upgrade", "head")
+
+
+def test_the_claim_query_walks_its_index_in_order(empty_database):
+    """The best job is the claim index's first entry: no claim sorts the queue. (A batch
+    migration on SQLite once rebuilt the index without ``priority DESC``; 0006 re-made it.)"""
+    alembic(empty_database, "upgrade", "head")
+    skills = skills_of(Capabilities(encoders=["libx264", "libx265"]))
+    claim_query = _first_candidate(skills, frozenset())
+
+    def look(conn):
+        if conn.dialect.name == "sqlite":
+            sql = claim_query.params(now=0.0, grace_cut=0.0).compile(
+                dialect=conn.dialect, compile_kwargs={"literal_binds": True}
+            )
+            plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}").all()
+            index = conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'ix_jobs_claim_order'"
+            ).scalar_one()
+            return [row[-1] for row in plan], index
+        index = conn.exec_driver_sql(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_jobs_claim_order'"
+        ).scalar_one()
+        return [], index
+
+    plan, index = inspect_database(empty_database, look)
+    assert "priority DESC" in index
+    assert any("USING INDEX ix_jobs_claim_order" in step for step in plan) or not plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan

@@ -45,8 +45,9 @@ def test_the_stream_follows_the_page_s_tab_and_a_job_page(shared_board, media_di
         assert "Cancelled" in tab["regions"]["tabs"]
         [page] = first_snapshots(browser, f"view=job&job={queued}")
         assert set(page["regions"]) == {
-            "job-head", "job-progress", "job-output", "job-attempts", "job-events"
+            "job-head", "job-progress", "job-output", "job-parts", "job-attempts", "job-events"
         }  # fmt: skip
+        assert "<table" not in page["regions"]["job-parts"]  # a job that was never split has no parts
         assert "submitted by" in page["regions"]["job-events"]
         assert browser.get("/dashboard/events?view=nonsense").status_code == 400
 
