@@ -208,4 +208,3 @@ def test_postgres_claims_walk_the_queue_in_order_before_statistics_catch_up(data
     text = "\n".join(_run(database_url, scenario))
     assert "Index Scan using ix_jobs_claim_order on jobs" in text, text
     assert "Sort" not in text and "Bitmap" not in text, text
-

@@ -47,7 +47,8 @@ def test_the_stream_follows_the_page_s_tab_and_a_job_page(shared_board, media_di
         assert set(page["regions"]) == {
             "job-head", "job-progress", "job-output", "job-parts", "job-attempts", "job-events"
         }  # fmt: skip
-        assert "<table" not in page["regions"]["job-parts"]  # a job that was never split has no parts
+        # a job that was never split has no parts
+        assert "<table" not in page["regions"]["job-parts"]
         assert "submitted by" in page["regions"]["job-events"]
         assert browser.get("/dashboard/events?view=nonsense").status_code == 400
 
