@@ -68,8 +68,9 @@ def make_interlaced(path: Path, *, duration: float = 1.0) -> Path:
 
 
 class PeakMemory:
-    """Samples, in a thread, the summed RSS of this process's descendants (the ffmpeg tree),
-    the most of them alive at once, and this process's own RSS. Used by the memory test and
+    """Samples, in a thread, the summed RSS of the descendants this process starts while it
+    measures (the ffmpeg tree: not the servers a test session already runs, a board or the S3
+    server), the most of them alive at once, and this process's own RSS. Used by the memory test and
     ``scripts/bench/render.py --memory``."""
 
     def __init__(self, interval_s: float = 0.02) -> None:
@@ -77,10 +78,12 @@ class PeakMemory:
         self.peak_children = 0
         self.peak_self = 0
         self.most_processes = 0
+        self._before: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def __enter__(self) -> PeakMemory:
+        self._before = {child.pid for child in psutil.Process().children(recursive=True)}
         self._thread.start()
         return self
 
@@ -93,6 +96,8 @@ class PeakMemory:
         while not self._stop.is_set():
             total, count = 0, 0
             for child in me.children(recursive=True):
+                if child.pid in self._before:
+                    continue
                 try:
                     total += child.memory_info().rss
                     count += 1
