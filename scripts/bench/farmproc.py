@@ -31,7 +31,6 @@ class BenchBoard(BoardProcess):
         self,
         engine: str = "sqlite",
         env: dict[str, str] | None = None,
-        workers: int = 1,
         source: Path | None = None,
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="clipfarm-bench-"))
@@ -41,7 +40,7 @@ class BenchBoard(BoardProcess):
             database, self.pg_name = create_pg_database(self.pg_base, prefix="clipfarm_bench")
         else:
             database = f"sqlite:///{self.dir}/board.db"
-        settings = {"BOARD_WORKERS": str(workers), **(env or {})}
+        settings = dict(env or {})
         if source is not None:  # that checkout's board, wire and timeline come first
             settings["PYTHONPATH"] = str(source.resolve())
         super().__init__(
@@ -54,7 +53,7 @@ class BenchBoard(BoardProcess):
         return self.issue_token(role, name)
 
     def processes(self) -> list[psutil.Process]:
-        """The board's processes: ``board serve`` and, with workers, each worker."""
+        """The board's processes: ``board serve`` and any it started."""
         main = psutil.Process(self.proc.pid)
         return [main, *main.children(recursive=True)]
 

@@ -1,7 +1,7 @@
 """A simulated fleet against a real board: N farmhands, a bulk submitter and a dashboard client.
 
     python scripts/bench/fleet.py [--farmhands 2000] [--seconds 120] [--job-s 30]
-                                  [--heartbeat-s 10] [--engine sqlite] [--workers 1]
+                                  [--heartbeat-s 10] [--engine sqlite]
                                   [--board-src DIR]
 
 Each simulated farmhand is the real farmhand's client, ``farmhand.client.BoardClient``, with a
@@ -372,7 +372,7 @@ class Fleet:
 def run_board(label: str, args: argparse.Namespace, source: Path | None) -> Result:
     """One board, started afresh: the idle and /health phases, then the fleet."""
     settings = {"BOARD_LEASE_S": "60", "BOARD_HEARTBEAT_S": str(args.heartbeat_s)}
-    board = BenchBoard(args.engine, env=settings, workers=args.workers, source=source)
+    board = BenchBoard(args.engine, env=settings, source=source)
     result = Result(label, Latencies())
     me = psutil.Process()
     try:
@@ -404,8 +404,7 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
     """The runs side by side: p50 / p99 in ms per route, then the fleet's totals."""
     print(
         f"# {args.farmhands} farmhands, {args.job_s:g} s jobs, heartbeat every "
-        f"{args.heartbeat_s:g} s, {args.seconds:g} s on {args.engine}"
-        f"{f' ×{args.workers} workers' if args.workers > 1 else ''}; "
+        f"{args.heartbeat_s:g} s, {args.seconds:g} s on {args.engine}; "
         f"{psutil.cpu_count()} cores shared with the simulator"
     )
     width = max(18, *(len(r.label) for r in results))
@@ -452,7 +451,6 @@ def main() -> None:
     )
     parser.add_argument("--health", type=int, default=2000, help="GET /health calls measured")
     parser.add_argument("--engine", default="sqlite", choices=["sqlite", "postgres"])
-    parser.add_argument("--workers", type=int, default=1, help="board serve --workers")
     parser.add_argument(
         "--board-src",
         type=Path,

@@ -40,8 +40,8 @@ async def idle_farmhand(client: BoardClient, claimed: dict, stop: asyncio.Event)
         await client.fail(claim.job_id, failure, deadline_s=10)
 
 
-def run(engine: str, idle: int, jobs: int, workers: int = 1) -> Latencies:
-    board = BenchBoard(engine, workers=workers)
+def run(engine: str, idle: int, jobs: int) -> Latencies:
+    board = BenchBoard(engine)
     try:
         return asyncio.run(measure(board, idle, jobs))
     finally:
@@ -84,20 +84,15 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=16)
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--engines", default="sqlite,postgres")
-    parser.add_argument(
-        "--workers", default="1,2", help="board processes (board serve --workers), each measured"
-    )
     args = parser.parse_args()
     print(f"# {args.idle} idle farmhands long-polling; {args.jobs} jobs submitted one by one")
     for engine in args.engines.split(","):
-        for workers in (int(w) for w in args.workers.split(",")):
-            lat = run(engine, args.idle, args.jobs, workers)
-            name = engine if workers == 1 else f"{engine} ×{workers}"
-            print(
-                f"{name:11s} {PICKUP}: p50 {lat.pct(PICKUP, 50) * 1000:.1f} ms  "
-                f"p99 {lat.pct(PICKUP, 99) * 1000:.1f} ms  max {lat.pct(PICKUP, 100) * 1000:.1f} "
-                f"ms  ({lat.count(PICKUP)} of {args.jobs} picked up)"
-            )
+        lat = run(engine, args.idle, args.jobs)
+        print(
+            f"{engine:11s} {PICKUP}: p50 {lat.pct(PICKUP, 50) * 1000:.1f} ms  "
+            f"p99 {lat.pct(PICKUP, 99) * 1000:.1f} ms  max {lat.pct(PICKUP, 100) * 1000:.1f} "
+            f"ms  ({lat.count(PICKUP)} of {args.jobs} picked up)"
+        )
 
 
 if __name__ == "__main__":
