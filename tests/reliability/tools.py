@@ -78,9 +78,11 @@ class ThrottledProxy(CuttableProxy):
                 data = src.recv(block)
                 if not data:
                     break
+                # noted before it is passed on: once the board has the request it may answer
+                # before this thread runs again, and an answer must find its request noted
+                self._note(upstream, client, data)
                 sent_at = time.monotonic()
                 dst.sendall(data)
-                self._note(upstream, client, data)
                 # no credit for idle time: a keep-alive connection gets no burst
                 time.sleep(max(0.0, len(data) / rate - (time.monotonic() - sent_at)))
         except OSError:
