@@ -128,9 +128,13 @@ def _aim(case, objects: Objects, pick: int | None) -> None:
     keep it from long-polling."""
     if isinstance(case.body, dict) and "wait_s" in case.body:
         case.body["wait_s"] = 0  # a claim may wait 30 s for work: not what is fuzzed here
+    params = case.path_parameters or {}
+    if pick is None and any(value in (".", "..") for value in params.values()):
+        # No client can send an id of "." or "..": URL resolution (RFC 3986, 5.2.4) removes the
+        # segment, and `POST /jobs/./retry` arrives as `POST /jobs/retry` (405). Aim it instead.
+        pick = 0
     if pick is None:
         return
-    params = case.path_parameters or {}
     if "job_id" in params:
         params["job_id"] = objects.jobs[pick % len(objects.jobs)]
         if case.method.upper() == "DELETE":
