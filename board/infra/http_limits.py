@@ -65,10 +65,15 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         return self._in_head or (not self._in_message and self._heads == self._answered)
 
     def data_received(self, data: bytes) -> None:
-        if self._head_timer is None and self._waiting_for_a_head():
+        was_waiting = self._waiting_for_a_head()
+        if self._head_timer is None and was_waiting:
             self._arm_head_timer()  # the first bytes of the next request (or a stray blank line)
         super().data_received(data)
-        if self._waiting_for_a_head():  # what this data left of a head still incomplete
+        # What this data left of a head still incomplete counts, if the data began in a head:
+        # data that began in a body (the rest of one the board answered early, then perhaps
+        # the start of the next head) is not counted, so a next head may overrun the limit by
+        # at most one read before it is refused.
+        if was_waiting and self._waiting_for_a_head():
             self._head_bytes += len(data)
             if self._head_bytes > self.max_head_bytes and not self._head_transport.is_closing():
                 self._head_transport.write(_TOO_LARGE)

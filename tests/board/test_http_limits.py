@@ -156,6 +156,29 @@ def test_the_rest_of_a_body_answered_early_is_no_head(strict_board):
     assert second.startswith(b"200 "), answers[:600]
 
 
+def test_a_body_s_last_piece_arriving_after_the_answer_is_no_head(strict_board):
+    """The client reads the early answer, then sends the rest of its body, its last piece over
+    64 KiB in one read (as a farmhand's upload answered 409 before its body was read does):
+    those bytes ended a body, not a head, and the next request is served."""
+    token = strict_board.token("farmhand")
+    body = b"[" + b"0," * 200_000 + b"0]"  # 400 kB, over the farmhand routes' 256 KiB
+    head = (
+        f"POST {API}/farmhand/claim HTTP/1.1\r\nHost: board\r\nContent-Type: application/json"
+        f"\r\nAuthorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    last = 100 * 1024
+    with raw_connection(strict_board) as sock:
+        sock.settimeout(30)
+        sock.sendall(head + body[:-last])
+        early = sock.recv(65536)
+        assert early.startswith(b"HTTP/1.1 413 "), early[:300]
+        sock.sendall(body[-last:])
+        time.sleep(0.3)  # the board reads the last piece on its own, not with the next head
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: board\r\n\r\n")
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+
+
 def test_a_request_head_over_64_kib_is_refused(strict_board):
     with raw_connection(strict_board) as sock:
         sock.settimeout(10)
