@@ -127,6 +127,26 @@ ENV_VARS: dict[str, str] = {
 }
 CONFIG_ENV = "FARMHAND_CONFIG"
 
+
+def beside_a_board_env(
+    board_url: str, token: str, name: str, home: Path,
+    base: Mapping[str, str] | None = None, **settings: object,
+) -> dict[str, str]:  # fmt: skip
+    """The environment of a farmhand run on the board's own machine (the demo, the tests, the
+    benchmarks): ``base`` (default: this process's), the board, the token and the name, state
+    and cache under ``home``, and no pausing for the machine's load (the board and the program
+    that started it keep that machine busy). ``settings`` are more ``FarmhandConfig`` fields."""
+    values = {
+        "board_url": board_url, "token": token, "name": name,
+        "state_dir": home / "state", "cache_dir": home / "cache",
+        "cpu_pause_percent": "off", "gpu_pause_percent": "off", "resume_delay_s": 0,
+        **settings,
+    }  # fmt: skip
+    env = dict(os.environ if base is None else base)
+    env.update({ENV_VARS[field]: str(value) for field, value in values.items()})
+    return env
+
+
 _FIELDS = {f.name for f in fields(FarmhandConfig)}
 _FILE_KEYS = _FIELDS - {"config_file"}
 

@@ -26,6 +26,7 @@ import httpx
 from demo_media import make_sample_media  # beside this file (scripts/ is not a package)
 
 from board.spawn import BoardProcess, BoardStartError, board_env
+from farmhand.config import beside_a_board_env
 from wire import routes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,19 +66,8 @@ class DemoFarm:
 
     def start_farmhand(self, name: str, token: str) -> None:
         state = self.root / "farmhands" / name
-        env = dict(
-            self.board.env,
-            FARMHAND_BOARD_URL=self.url,
-            FARMHAND_TOKEN=token,
-            FARMHAND_NAME=name,
-            FARMHAND_STATE_DIR=str(state / "state"),
-            FARMHAND_CACHE_DIR=str(state / "cache"),
-            # the demo itself keeps this machine busy: don't let that pause the farmhands
-            FARMHAND_CPU_PAUSE_PERCENT="off",
-            FARMHAND_GPU_PAUSE_PERCENT="off",
-            FARMHAND_RESUME_DELAY_S="0",
-            FARMHAND_SLOTS="1",
-            FARMHAND_WAIT_S="5",
+        env = beside_a_board_env(
+            self.url, token, name, state, base=self.board.env, slots=1, wait_s=5
         )
         with open(self.logs / f"{name}.log", "ab") as log:
             self.farmhands.append(

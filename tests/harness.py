@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from board.spawn import BoardProcess, board_env, free_port
+from farmhand.config import beside_a_board_env
 
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -147,17 +148,7 @@ class RunningFarmhand:
         root.mkdir(parents=True, exist_ok=True)
         self.token = token or board.token("farmhand", f"fh-{name}")
         self.env = {
-            **os.environ,
-            "FARMHAND_BOARD_URL": board.url,
-            "FARMHAND_TOKEN": self.token,
-            "FARMHAND_NAME": name,
-            "FARMHAND_STATE_DIR": str(root / "state"),
-            "FARMHAND_CACHE_DIR": str(root / "cache"),
-            # the test machine is busy with the test itself: don't let that pause the farmhand
-            "FARMHAND_CPU_PAUSE_PERCENT": "off",
-            "FARMHAND_GPU_PAUSE_PERCENT": "off",
-            "FARMHAND_RESUME_DELAY_S": "0",
-            "FARMHAND_WAIT_S": "5",
+            **beside_a_board_env(board.url, self.token, name, root, wait_s=5),
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }

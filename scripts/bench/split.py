@@ -62,6 +62,7 @@ import httpx
 import psutil
 from render import DEFAULT_MEDIA, FFMPEG, MIXED, load, machine, make_media, mixed_compilation
 
+from farmhand.config import beside_a_board_env
 from timeline.plan import render_plan
 from timeline.probe import MediaInfo
 from timeline.render import probe_sources, render
@@ -270,18 +271,8 @@ class Farm:
     def _farmhand(self, k: int) -> psutil.Popen:
         cores = sorted(os.sched_getaffinity(0))
         home = self.board.dir / f"farmhand-{k}"
-        env = {
-            **os.environ,
-            "FARMHAND_BOARD_URL": self.board.url,
-            "FARMHAND_TOKEN": self.board.token("farmhand", f"bench-{k}"),
-            "FARMHAND_NAME": f"bench-{k}",
-            "FARMHAND_STATE_DIR": str(home / "state"),
-            "FARMHAND_CACHE_DIR": str(home / "cache"),
-            "FARMHAND_CPU_PAUSE_PERCENT": "off",
-            "FARMHAND_GPU_PAUSE_PERCENT": "off",
-            "FARMHAND_RESUME_DELAY_S": "0",
-            "FARMHAND_WAIT_S": "20",
-        }  # fmt: skip
+        token = self.board.token("farmhand", f"bench-{k}")
+        env = beside_a_board_env(self.board.url, token, f"bench-{k}", home, wait_s=20)
         log = open(home.with_suffix(".log"), "ab")
         return psutil.Popen(
             ["taskset", "-c", str(cores[k % len(cores)]), sys.executable, "-m", "farmhand.cli",
