@@ -136,15 +136,20 @@ def test_a_slow_upload_body_is_not_cut_by_the_head_timeout(strict_board, media_d
     assert answer.startswith(b"HTTP/1.1 201 "), answer[:300]
 
 
+def too_big_claim_head(board: RunningBoard, body: bytes) -> bytes:
+    """The head of a claim by a new farmhand whose ``body`` is over the route's limit (413)."""
+    return (
+        f"POST {API}/farmhand/claim HTTP/1.1\r\nHost: board\r\nContent-Type: application/json"
+        f"\r\nAuthorization: Bearer {board.token('farmhand')}\r\nContent-Length: {len(body)}"
+        "\r\n\r\n"
+    ).encode()
+
+
 def test_the_rest_of_a_body_answered_early_is_no_head(strict_board):
     """A body the board refuses by its Content-Length (413) keeps arriving after the answer:
     those bytes are the body's, and the connection serves the next request."""
-    token = strict_board.token("farmhand")
     body = b"[" + b"0," * 1_000_000 + b"0]"  # 2 MB, over the farmhand routes' 256 KiB
-    head = (
-        f"POST {API}/farmhand/claim HTTP/1.1\r\nHost: board\r\nContent-Type: application/json"
-        f"\r\nAuthorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode()
+    head = too_big_claim_head(strict_board, body)
     with raw_connection(strict_board) as sock:
         sock.settimeout(30)
         sock.sendall(head + body + b"GET /health HTTP/1.1\r\nHost: board\r\n\r\n")
@@ -160,12 +165,8 @@ def test_a_body_s_last_piece_arriving_after_the_answer_is_no_head(strict_board):
     """The client reads the early answer, then sends the rest of its body, its last piece over
     64 KiB in one read (as a farmhand's upload answered 409 before its body was read does):
     those bytes ended a body, not a head, and the next request is served."""
-    token = strict_board.token("farmhand")
     body = b"[" + b"0," * 200_000 + b"0]"  # 400 kB, over the farmhand routes' 256 KiB
-    head = (
-        f"POST {API}/farmhand/claim HTTP/1.1\r\nHost: board\r\nContent-Type: application/json"
-        f"\r\nAuthorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode()
+    head = too_big_claim_head(strict_board, body)
     last = 100 * 1024
     with raw_connection(strict_board) as sock:
         sock.settimeout(30)
