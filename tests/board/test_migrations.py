@@ -109,5 +109,6 @@ def test_the_claim_query_walks_its_index_in_order(empty_database):
 
     plan, index = inspect_database(empty_database, look)
     assert "priority DESC" in index
-    assert any("USING INDEX ix_jobs_claim_order" in step for step in plan) or not plan
-    assert not any("TEMP B-TREE" in step for step in plan), plan
+    if empty_database.startswith("sqlite"):  # PostgreSQL: test_db.py checks its plan
+        assert any("USING INDEX ix_jobs_claim_order" in step for step in plan), plan
+        assert not any("TEMP B-TREE" in step for step in plan), plan
