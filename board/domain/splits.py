@@ -109,7 +109,7 @@ def split_job(
         {"kind": "audio", "encoder": None, "title": "audio",
          "piece": {"index": len(parts), "sources": list(audio_sources(plan))}}
     )  # fmt: skip
-    ids = [_add_piece(conn, job, built, piece, now, order=k) for k, piece in enumerate(pieces)]
+    ids = _add_pieces(conn, job, built, pieces, now)
     conn.execute(
         update(jobs)
         .where(jobs.c.id == job.id, jobs.c.state == "queued")
@@ -128,16 +128,19 @@ def split_job(
 PIECE_ORDER_STEP_S = 1e-5
 
 
-def _add_piece(
-    conn: Connection, job: Any, compilation: dict, piece: dict[str, Any], now: float, *,
-    order: int,
-) -> str:  # fmt: skip
-    piece_id = new_id("j")
-    requirements = dict(job.requirements)
-    if piece["encoder"]:
-        requirements["encoder_name"] = piece["encoder"]
-    conn.execute(
-        insert(jobs).values(
+def _add_pieces(
+    conn: Connection, job: Any, compilation: dict, pieces: list[dict[str, Any]], now: float, *,
+    first: int = 0,
+) -> list[str]:  # fmt: skip
+    """Queue ``pieces`` of ``job`` (the k-th at claim order ``first`` + k), each with the
+    parent's tags and media: one statement per table, the parent's tags and media read once."""
+    ids = [new_id("j") for _ in pieces]
+    rows = []
+    for k, (piece_id, piece) in enumerate(zip(ids, pieces, strict=True)):
+        requirements = dict(job.requirements)
+        if piece["encoder"]:
+            requirements["encoder_name"] = piece["encoder"]
+        rows.append(dict(
             id=piece_id, submitter_id=job.submitter_id,
             title=f"{job.title} — {piece['title']}" if job.title else piece["title"],
             state="queued", priority=job.priority, compilation=compilation,
@@ -145,22 +148,25 @@ def _add_piece(
             req_gpu_memory_mb=job.req_gpu_memory_mb, req_encoder_name=piece["encoder"],
             attempts=0, max_attempts=job.max_attempts, not_before=0.0, queued_at=now,
             failed_by=[], progress=0.0, estimate_s=None,
-            created_at=job.created_at + order * PIECE_ORDER_STEP_S, updated_at=now, parent_id=job.id, kind=piece["kind"], piece=piece["piece"],
-            split="never",
+            created_at=job.created_at + (first + k) * PIECE_ORDER_STEP_S, updated_at=now,
+            parent_id=job.id, kind=piece["kind"], piece=piece["piece"], split="never",
+        ))  # fmt: skip
+    conn.execute(insert(jobs), rows)
+    tags = conn.execute(select(job_tags.c.tag).where(job_tags.c.job_id == job.id)).scalars().all()
+    if tags:
+        conn.execute(insert(job_tags), [{"job_id": i, "tag": t} for i in ids for t in tags])
+    media_ids = conn.execute(
+        select(job_media.c.media_id).where(job_media.c.job_id == job.id)
+    ).scalars().all()  # fmt: skip
+    if media_ids:
+        conn.execute(
+            insert(job_media), [{"job_id": i, "media_id": m} for i in ids for m in media_ids]
         )
-    )  # fmt: skip
-    tags = conn.execute(select(job_tags.c.tag).where(job_tags.c.job_id == job.id)).scalars()
-    rows = [{"job_id": piece_id, "tag": tag} for tag in tags]
-    if rows:
-        conn.execute(insert(job_tags), rows)
-    media_ids = conn.execute(select(job_media.c.media_id).where(job_media.c.job_id == job.id))
-    rows = [{"job_id": piece_id, "media_id": m} for m in media_ids.scalars()]
-    if rows:
-        conn.execute(insert(job_media), rows)
-    lifecycle.record_event(
-        conn, piece_id, None, "queued", message=f"a piece of job {job.id}", at=now
-    )
-    return piece_id
+    for piece_id in ids:
+        lifecycle.record_event(
+            conn, piece_id, None, "queued", message=f"a piece of job {job.id}", at=now
+        )
+    return ids
 
 
 def children(conn: Connection, parent_id: str) -> list[Any]:
@@ -184,7 +190,8 @@ def add_join_when_ready(conn: Connection, parent_id: str, now: float) -> str | N
     parent = conn.execute(select(jobs).where(jobs.c.id == parent_id)).one()
     index = len([p for p in pieces if p.kind in PIECES])
     join = {"kind": "join", "encoder": None, "title": "join", "piece": {"index": index}}
-    return _add_piece(conn, parent, parent.compilation, join, now, order=index)
+    [join_id] = _add_pieces(conn, parent, parent.compilation, [join], now, first=index)
+    return join_id
 
 
 def abandon(conn: Connection, parent_id: str, why: str, now: float) -> list[tuple[str, str]]:
