@@ -50,13 +50,11 @@ def may_split(row: Any) -> bool:
     return row.kind == "render" and row.split == "auto" and row.parent_id is None
 
 
-def _plan(conn: Connection, job_id: str) -> tuple[Compilation, RenderPlan] | None:
-    """The job's compilation (the submitter's limits applied, as its pieces will render it) and
-    its render plan from the board's probes; None when it cannot be planned here (a web clip,
-    whose length only its fetch tells, or media probed before the board kept every fact)."""
-    row = conn.execute(
-        select(jobs.c.compilation, jobs.c.submitter_id).where(jobs.c.id == job_id)
-    ).one()
+def _plan(conn: Connection, row: Any) -> tuple[Compilation, RenderPlan] | None:
+    """The compilation of the job ``row`` (the submitter's limits applied, as its pieces will
+    render it) and its render plan from the board's probes; None when it cannot be planned here
+    (a web clip, whose length only its fetch tells, or media probed before the board kept every
+    fact)."""
     compilation, _ = apply_limits(
         msgspec.convert(row.compilation, Compilation), load_limits(conn, row.submitter_id).limits
     )
@@ -92,7 +90,7 @@ def split_job(
     """Split ``job`` (a row with every column) for ``renderers`` farmhands encoding with
     ``encoder``: the ids of its new pieces, parts first then the audio, all ``queued``; an empty
     list when it cannot be planned here or splitting does not pay."""
-    planned = _plan(conn, job.id)
+    planned = _plan(conn, job)
     if planned is None:
         return []
     compilation, plan = planned
