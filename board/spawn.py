@@ -151,13 +151,8 @@ class BoardProcess:
 
     def stop(self, sig: int = signal.SIGTERM, wait_s: float = 15) -> None:
         """Send ``sig`` and wait up to ``wait_s`` for the board to exit (then kill it)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(wait_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, wait_s, sig)
         self.proc = None
 
     def kill(self) -> None:
@@ -170,6 +165,18 @@ class BoardProcess:
             return self.log_path.read_text(errors="replace")[-chars:]
         except FileNotFoundError:
             return ""
+
+
+def stop_process(proc: subprocess.Popen, wait_s: float, sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` to ``proc`` if it still runs, wait up to ``wait_s`` for it, then kill it."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def board_env(data_dir: Path, database_url: str | None = None, **extra: str) -> dict[str, str]:

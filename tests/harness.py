@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from board.spawn import BoardProcess, board_env, free_port
+from board.spawn import BoardProcess, board_env, free_port, stop_process
 from farmhand.config import beside_a_board_env
 
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
@@ -177,13 +177,8 @@ class RunningFarmhand:
         return self.proc.wait(timeout)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, 30)
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
@@ -362,13 +357,7 @@ class S3Server:
         return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
 
 
 _s3: list[S3Server] = []
