@@ -14,7 +14,15 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from board.domain import links, splits
-from board.domain.lifecycle import Held, Moved, announce, held_job, own_lease, record_event
+from board.domain.lifecycle import (
+    Held,
+    Moved,
+    announce,
+    event_row,
+    held_job,
+    own_lease,
+    record_events,
+)
 from board.domain.limits import (
     SubmitterLimits,
     apply_limits,
@@ -24,7 +32,7 @@ from board.domain.limits import (
     load_limits,
 )
 from board.domain.tokens import Principal
-from board.domain.views import job_select, job_view, to_dt
+from board.domain.views import JOB_SELECT, job_view, to_dt
 from board.errors import BadRequest, BoardError, Conflict, NotFound
 from board.infra.ids import new_id
 from board.infra.models import (
@@ -227,8 +235,10 @@ def _write_jobs(conn: Connection, who: Principal, new: list[_NewJob], now: float
         conn.execute(_INSERT_TAGS, tags)
     if media_rows := [row for n in new for row in n.media]:
         conn.execute(_INSERT_MEDIA, media_rows)
-    for n in new:
-        record_event(conn, n.job["id"], None, "queued", message=f"submitted by {who.name}", at=now)
+    submitted = f"submitted by {who.name}"
+    record_events(
+        conn, [event_row(n.job["id"], None, "queued", message=submitted, at=now) for n in new]
+    )
 
 
 def _insert_job(
@@ -379,7 +389,7 @@ async def _views(board: BoardState, ids: list[str]) -> dict[str, JobView]:
     """The jobs a batch wrote, by primary key in one SELECT."""
     if not ids:
         return {}
-    query = job_select().where(jobs.c.id.in_(ids))
+    query = JOB_SELECT.where(jobs.c.id.in_(ids))
     rows = await board.db.query(lambda conn: conn.execute(query).all())
     return {row.id: job_view(row) for row in rows}
 
@@ -389,7 +399,7 @@ def _visible(who: Principal, query):
 
 
 # Read on every look at a job (its page, its event stream, every answer about it): built once.
-_JOB_BY_ID = job_select().where(jobs.c.id == bindparam("b_id"))
+_JOB_BY_ID = JOB_SELECT.where(jobs.c.id == bindparam("b_id"))
 _JOB_ID = select(jobs.c.id).where(jobs.c.id == bindparam("b_id"))
 _SUBMITTERS = jobs.c.submitter_id == bindparam("b_submitter")
 _VISIBLE = {
@@ -464,7 +474,7 @@ async def list_jobs(
         )
     order = column.desc() if sort.startswith("-") else column.asc()
     whole = jobs.c.parent_id.is_(None)  # a split job's pieces are shown with it, not listed
-    query = _visible(who, job_select().where(whole))
+    query = _visible(who, JOB_SELECT.where(whole))
     count = _visible(who, select(func.count()).select_from(jobs).where(whole))
     if state:
         query = query.where(jobs.c.state.in_(state))

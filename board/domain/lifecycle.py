@@ -109,17 +109,32 @@ def record_event(
     message: str = "",
     at: float | None = None,
 ) -> None:
-    conn.execute(
-        _INSERT_EVENT,
-        {
-            "job_id": job_id,
-            "at": at or time.time(),
-            "from_state": from_state,
-            "to_state": to_state,
-            "farmhand": farmhand,
-            "message": message[:2000],
-        },
-    )
+    conn.execute(_INSERT_EVENT, event_row(job_id, from_state, to_state, farmhand, message, at))
+
+
+def record_events(conn: Connection, rows: list[dict]) -> None:
+    """Many ``event_row``s in one statement (a batch submit's)."""
+    if rows:
+        conn.execute(_INSERT_EVENT, rows)
+
+
+def event_row(
+    job_id: str,
+    from_state: str | None,
+    to_state: str,
+    farmhand: str | None = None,
+    message: str = "",
+    at: float | None = None,
+) -> dict:
+    """A row of the job's history."""
+    return {
+        "job_id": job_id,
+        "at": at or time.time(),
+        "from_state": from_state,
+        "to_state": to_state,
+        "farmhand": farmhand,
+        "message": message[:2000],
+    }
 
 
 def _move(

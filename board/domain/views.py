@@ -25,33 +25,36 @@ def to_dt(epoch: float | None) -> datetime | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
 
 
-def job_select():
-    """Columns for ``job_view``: the job, its submitter's and farmhand's names, its output."""
-    return select(
-        jobs,
-        submitters.c.name.label("submitter_name"),
-        farmhands.c.name.label("farmhand_name"),
-        outputs.c.size.label("out_size"),
-        outputs.c.sha256.label("out_sha256"),
-        outputs.c.duration_s.label("out_duration_s"),
-        outputs.c.width.label("out_width"),
-        outputs.c.height.label("out_height"),
-        outputs.c.thumbnail_key.label("out_thumbnail_key"),
-    ).select_from(
-        jobs.join(submitters, submitters.c.id == jobs.c.submitter_id)
-        .outerjoin(farmhands, farmhands.c.id == jobs.c.farmhand_id)
-        .outerjoin(outputs, outputs.c.job_id == jobs.c.id)
-    )
-
-
-# JobView's fields that are the job's columns as they are stored, and its times
+# JobView's fields that are the job's columns as they are stored, its times, and the columns it
+# is made from (``kind``: a caller asks whether the job was split)
 _AS_STORED = ("id", "title", "state", "priority", "attempts", "max_attempts", "stage", "eta_s",
               "encoder", "error", "idempotency_key", "estimate_s")  # fmt: skip
 _TIMES = ("created_at", "updated_at", "claimed_at", "finished_at")
+_ALSO_READ = ("requirements", "progress", "not_before", "kind")
+
+
+# Columns for ``job_view``: the job's that it shows, its submitter's and farmhand's names, its
+# output. Not the whole row: a job's compilation is JSON that every list and batch answer would
+# decode and never show. Built once (a statement costs more to build than a short read).
+JOB_SELECT = select(
+    *(jobs.c[name] for name in (*_AS_STORED, *_TIMES, *_ALSO_READ)),
+    submitters.c.name.label("submitter_name"),
+    farmhands.c.name.label("farmhand_name"),
+    outputs.c.size.label("out_size"),
+    outputs.c.sha256.label("out_sha256"),
+    outputs.c.duration_s.label("out_duration_s"),
+    outputs.c.width.label("out_width"),
+    outputs.c.height.label("out_height"),
+    outputs.c.thumbnail_key.label("out_thumbnail_key"),
+).select_from(
+    jobs.join(submitters, submitters.c.id == jobs.c.submitter_id)
+    .outerjoin(farmhands, farmhands.c.id == jobs.c.farmhand_id)
+    .outerjoin(outputs, outputs.c.job_id == jobs.c.id)
+)
 
 
 def job_view(row: Any, pieces: list | None = None) -> JobView:
-    """``row`` from ``job_select``; ``pieces``: a split job's pieces (``jobs._PIECES`` rows),
+    """``row`` from ``JOB_SELECT``; ``pieces``: a split job's pieces (``jobs._PIECES`` rows),
     whose mean progress is the job's."""
     parts = [
         PartView(
