@@ -54,7 +54,7 @@ class OnlineFarm:
 
 @dataclass
 class CheckIn:
-    """A farmhand's last full check-in with this board process (``farmhands.check_in_to_claim``)."""
+    """A farmhand's last full check-in with this board process (``farmhands.checked_in``)."""
 
     farmhand_id: int
     token_id: int

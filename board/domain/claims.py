@@ -26,12 +26,13 @@ import enum
 import functools
 import time
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from sqlalchemy import Float, and_, bindparam, exists, false, func, or_, select
 from sqlalchemy.engine import Connection
 
 from board.domain import lifecycle, splits
-from board.domain.farmhands import check_in_to_claim
+from board.domain.farmhands import ClaimCheckIn, checked_in, claim_check_in, recent_check_in
 from board.domain.lifecycle import Moved, announce
 from board.domain.matching import Skills, can_take, skills_of
 from board.domain.tokens import Principal
@@ -39,7 +40,7 @@ from board.errors import Forbidden
 from board.infra.db import walk_indexes_in_order
 from board.infra.models import farmhands, job_tags, jobs, tokens
 from board.infra.notify import wait_armed
-from board.state import BoardState, OnlineFarm
+from board.state import BoardState, CheckIn, OnlineFarm
 from timeline.spec import CODECS
 from wire import ACTIVE_STATES, Claim, ClaimRequest, Release
 
@@ -182,9 +183,14 @@ def _split_among_idle(
 
 
 async def _try_claim(
-    board: BoardState, farmhand_id: int, name: str, skills: Skills, slots: int, token_id: int
-) -> Claim | Refusal:
+    board: BoardState, request: ClaimRequest, who: Principal, me: CheckIn | None, skills: Skills
+) -> tuple[CheckIn, Claim | Refusal]:
+    """One look for a job. ``me``: the farmhand's recent check-in, or None when the claim must
+    check in first; it then checks in inside the unit that takes the job (one turn of the
+    writer, not two: a farmhand back from a job always checks in). Returns the check-in and the
+    claim or why there is none."""
     config = board.config
+    slots = request.capabilities.slots
     now = time.time()
     online = await board.online_farm()
     candidates = _candidates(skills, online.gpu_codecs)
@@ -192,12 +198,12 @@ async def _try_claim(
     binds = {"now": now, "grace_cut": now - config.gpu_grace_s}
 
     def look(conn: Connection) -> Refusal | None:
-        refused = _may_claim(conn, farmhand_id, slots, lock=False)
+        refused = _may_claim(conn, me.farmhand_id, slots, lock=False)
         if refused is not None:
             return refused
         return None if conn.execute(first, binds).first() else Refusal.NO_JOB
 
-    def take_best(conn: Connection) -> tuple[str, str, float, list[Moved]] | Refusal:
+    def take_best(conn: Connection, farmhand_id: int) -> Taken | Refusal:
         refused = _may_claim(conn, farmhand_id, slots, lock=True)
         if refused is not None:
             return refused
@@ -228,27 +234,48 @@ async def _try_claim(
                 job_id,
                 attempt,
                 farmhand_id=farmhand_id,
-                farmhand=name,
-                token_id=token_id,
+                farmhand=request.farmhand,
+                token_id=who.token_id,
                 lease_s=config.lease_s,
                 now=now,
             )
             if taken is not None:
-                return (job_id, *taken, moved)
+                return Taken(job_id, *taken, moved)
 
-    # A reader answers the claims that cannot take anything (most of an idle fleet's), so only
-    # a claim with something to take waits for the writer; which job it gets is decided there.
-    found = await board.db.query(look) or await board.db.transact(take_best)
+    def check_in_and_take(conn: Connection) -> tuple[ClaimCheckIn, Taken | Refusal]:
+        done = claim_check_in(conn, request, who)
+        if done.me.state == "revoked":  # checked_in refuses it, with the board's reason
+            return done, Refusal.STOPPED
+        return done, take_best(conn, done.me.id)
+
+    if me is None:
+        done, found = await board.db.transact(check_in_and_take)
+        me = checked_in(board, request, who, done)
+    else:
+        # A reader answers the claims that cannot take anything (most of an idle fleet's), so
+        # only a claim with something to take waits for the writer; which job it gets is
+        # decided there.
+        found = await board.db.query(look) or await board.db.transact(
+            lambda conn: take_best(conn, me.farmhand_id)
+        )
     if isinstance(found, Refusal):
-        return found
-    job_id, lease_token, expires, moved = found
-    announce(board, [*moved, Moved(job_id, "claimed")])
-    return Claim(
-        job_id=job_id,
-        lease_token=lease_token,
-        lease_expires_at=datetime.fromtimestamp(expires, UTC),
+        return me, found
+    announce(board, [*found.moved, Moved(found.job_id, "claimed")])
+    return me, Claim(
+        job_id=found.job_id,
+        lease_token=found.lease_token,
+        lease_expires_at=datetime.fromtimestamp(found.expires, UTC),
         heartbeat_interval_s=config.heartbeat_s,
     )
+
+
+class Taken(NamedTuple):
+    """The job a claim took, its lease, and the jobs its split moved."""
+
+    job_id: str
+    lease_token: str
+    expires: float
+    moved: list[Moved]
 
 
 async def claim(
@@ -260,16 +287,13 @@ async def claim(
     Forbidden when its token is revoked, also while it waits."""
     started = time.monotonic()
     skills = skills_of(request.capabilities)
-    slots = request.capabilities.slots
     gone = gone or asyncio.Event()
-    me = await check_in_to_claim(board, request, who)
+    me = recent_check_in(board, request, who)
     deadline = started + request.wait_s
     while not gone.is_set():
         armed = board.feed.work.arm()  # queued for a wake-up *before* looking: none is missed
         try:
-            found = await _try_claim(
-                board, me.farmhand_id, request.farmhand, skills, slots, who.token_id
-            )
+            me, found = await _try_claim(board, request, who, me, skills)
             if isinstance(found, Claim):
                 if gone.is_set():  # hung up while we claimed: nobody will run it
                     why = Release(lease_token=found.lease_token, reason="the farmhand hung up")
@@ -289,7 +313,8 @@ async def claim(
             await _first(wait_armed(armed, wait), gone.wait())
         finally:
             board.feed.work.leave(armed)
-            board.idle.pop(me.farmhand_id, None)
+            if me is not None:
+                board.idle.pop(me.farmhand_id, None)
     return None
 
 

@@ -91,33 +91,54 @@ def _refuse_revoked(row: FarmhandRow) -> None:
         raise Forbidden(f"this farmhand was revoked: {row.state_reason}")
 
 
-async def check_in_to_claim(board: BoardState, request: ClaimRequest, who: Principal) -> CheckIn:
-    """A claim's check-in: the farmhand is alive and can do this; jobs it was handed but does
-    not list as held (the claim's answer never reached it) go back to the queue. A farmhand
-    long-polls all day: when nothing changed since its check-in a few seconds ago (same name,
-    same capabilities, nothing missing from what it holds) the database is not touched."""
-    caps = msgspec.json.encode(request.capabilities)
-    now = time.time()
+def recent_check_in(board: BoardState, request: ClaimRequest, who: Principal) -> CheckIn | None:
+    """A claim's check-in when nothing changed since the last one a few seconds ago (same name,
+    same capabilities, nothing missing from what it holds): a farmhand long-polls all day, and
+    then the database is not touched. None: the claim must check in (``claim_check_in``)."""
     last = board.check_ins.get(who.token_id)
     if (
         last is not None
         and last.name == request.farmhand
-        and last.capabilities == caps
-        and now - last.at < board.config.lease_s / CHECK_IN_PER_LEASE
+        and last.capabilities == msgspec.json.encode(request.capabilities)
+        and time.time() - last.at < board.config.lease_s / CHECK_IN_PER_LEASE
         and not board.unacknowledged.missing_from(who.token_id, request.running)
     ):
         _refuse_revoked(FarmhandRow(last.farmhand_id, last.state, last.state_reason))
         return last
+    return None
 
-    def unit(conn: Connection):
-        me = check_in(conn, who, name=request.farmhand, now=now, capabilities=request.capabilities)
-        return me, release_forgotten_claims(conn, me.id, request.running, now)
 
-    me, forgotten = await board.db.transact(unit)
-    for job_id in forgotten:
+@dataclass(frozen=True)
+class ClaimCheckIn:
+    """What a claim's check-in wrote: the farmhand's row, and the jobs it was handed but does
+    not list as held (the claim's answer never reached it), now back in the queue."""
+
+    me: FarmhandRow
+    forgotten: list[str]
+    at: float
+
+
+def claim_check_in(conn: Connection, request: ClaimRequest, who: Principal) -> ClaimCheckIn:
+    """A claim's check-in, inside a unit of work (the claim's own, when it looks for a job in
+    the same one): the farmhand is alive and can do this; forgotten claims go back."""
+    now = time.time()
+    me = check_in(conn, who, name=request.farmhand, now=now, capabilities=request.capabilities)
+    return ClaimCheckIn(me, release_forgotten_claims(conn, me.id, request.running, now), now)
+
+
+def checked_in(
+    board: BoardState, request: ClaimRequest, who: Principal, done: ClaimCheckIn
+) -> CheckIn:
+    """After ``claim_check_in`` committed: tell the waiting claimers of the jobs it put back,
+    remember the check-in; Forbidden when the farmhand was revoked."""
+    for job_id in done.forgotten:
         board.unacknowledged.ack(job_id)
-    announce(board, [Moved(job_id, "queued") for job_id in forgotten])
-    checked = CheckIn(me.id, who.token_id, request.farmhand, caps, me.state, me.state_reason, now)
+    announce(board, [Moved(job_id, "queued") for job_id in done.forgotten])
+    me = done.me
+    caps = msgspec.json.encode(request.capabilities)
+    checked = CheckIn(
+        me.id, who.token_id, request.farmhand, caps, me.state, me.state_reason, done.at
+    )
     board.check_ins[who.token_id] = checked
     _refuse_revoked(me)
     return checked
