@@ -182,6 +182,15 @@ def _split_among_idle(
     )  # fmt: skip
 
 
+class Taken(NamedTuple):
+    """The job a claim took, its lease, and the jobs its split moved."""
+
+    job_id: str
+    lease_token: str
+    expires: float
+    moved: list[Moved]
+
+
 async def _try_claim(
     board: BoardState, request: ClaimRequest, who: Principal, me: CheckIn | None, skills: Skills
 ) -> tuple[CheckIn, Claim | Refusal]:
@@ -243,7 +252,7 @@ async def _try_claim(
                 return Taken(job_id, *taken, moved)
 
     def check_in_and_take(conn: Connection) -> tuple[ClaimCheckIn, Taken | Refusal]:
-        done = claim_check_in(conn, request, who)
+        done = claim_check_in(conn, request, who, now)
         if done.me.state == "revoked":  # checked_in refuses it, with the board's reason
             return done, Refusal.STOPPED
         return done, take_best(conn, done.me.id)
@@ -267,15 +276,6 @@ async def _try_claim(
         lease_expires_at=datetime.fromtimestamp(found.expires, UTC),
         heartbeat_interval_s=config.heartbeat_s,
     )
-
-
-class Taken(NamedTuple):
-    """The job a claim took, its lease, and the jobs its split moved."""
-
-    job_id: str
-    lease_token: str
-    expires: float
-    moved: list[Moved]
 
 
 async def claim(

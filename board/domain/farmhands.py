@@ -118,10 +118,11 @@ class ClaimCheckIn:
     at: float
 
 
-def claim_check_in(conn: Connection, request: ClaimRequest, who: Principal) -> ClaimCheckIn:
-    """A claim's check-in, inside a unit of work (the claim's own, when it looks for a job in
-    the same one): the farmhand is alive and can do this; forgotten claims go back."""
-    now = time.time()
+def claim_check_in(
+    conn: Connection, request: ClaimRequest, who: Principal, now: float
+) -> ClaimCheckIn:
+    """A claim's check-in, inside the unit of work that then looks for its job: the farmhand
+    is alive and can do this; forgotten claims go back to the queue, claimable at ``now``."""
     me = check_in(conn, who, name=request.farmhand, now=now, capabilities=request.capabilities)
     return ClaimCheckIn(me, release_forgotten_claims(conn, me.id, request.running, now), now)
 

@@ -118,6 +118,29 @@ def test_long_poll_answers_204_after_wait_s_when_there_is_no_work(farmhand_in_la
     assert time.monotonic() - began >= 0.55
 
 
+def test_a_job_whose_claim_answer_never_arrived_goes_back_at_the_next_claim(
+    submitter, farmhand_in_lane, media_dir
+):
+    """A farmhand lists what it holds in every claim; a job it was handed but does not list (the
+    answer was lost on the way) is put back in the queue by that claim's check-in, and the same
+    claim may take it again, under a new lease."""
+    clip = submitter.upload(media_dir / "a.mp4")
+    job = submitter.submit_ok(submitter.compilation(clip["id"]))
+    farmhand = farmhand_in_lane()
+    lost = farmhand.claim_ok()
+    farmhand.holding.discard(lost.job_id)  # as if the answer never arrived
+
+    again = farmhand.claim_ok()
+    assert again.job_id == job["id"]
+    assert again.token != lost.token
+    assert lost.heartbeat().status_code == 409  # the lost answer's lease is dead
+    assert again.heartbeat().status_code == 200
+    events = submitter.history(job["id"])["events"]
+    assert [e["to_state"] for e in events] == ["queued", "claimed", "queued", "claimed", "running"]
+    assert "never reached the farmhand" in events[2]["message"]
+    assert submitter.job(job["id"])["attempts"] == 1  # the lost attempt is not counted
+
+
 def test_highest_priority_then_oldest_is_claimed_first(submitter, farmhand_in_lane, media_dir):
     clip = submitter.upload(media_dir / "a.mp4")
     c = submitter.compilation(clip["id"])

@@ -6,6 +6,8 @@ for another process's lock never stalls the event loop."""
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from board.config import normalize_database_url
 from board.errors import BadRequest
 from board.infra.db import Database, walk_indexes_in_order
 from board.infra.migrate import upgrade
-from board.infra.models import jobs, submitters
+from board.infra.models import jobs, media, submitters
 from tests.harness import create_pg_database, drop_pg_database
 
 
@@ -208,3 +210,32 @@ def test_postgres_claims_walk_the_queue_in_order_before_statistics_catch_up(data
     text = "\n".join(_run(database_url, scenario))
     assert "Index Scan using ix_jobs_claim_order on jobs" in text, text
     assert "Sort" not in text and "Bitmap" not in text, text
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])
+def test_json_written_by_the_stdlib_encoder_still_reads(database_url):
+    """JSON columns are written and read with msgspec; a row written before that by Python's
+    json module may hold NaN, which msgspec does not read: it is read as the stdlib reads it."""
+    path = database_url.split(":///", 1)[1]
+    with sqlite3.connect(path) as raw:
+        raw.execute("INSERT INTO submitters (id, name, created_at) VALUES (1, 'old', 0)")
+        raw.execute(
+            "INSERT INTO media (id, submitter_id, sha256, size, filename, storage_key, probe,"
+            " created_at) VALUES ('m_old', 1, 'x', 1, 'a.mp4', 'media/x', ?, 0)",
+            (json.dumps({"duration": float("nan"), "has_video": True}),),
+        )
+
+    async def scenario(db: Database):
+        read = select(media.c.probe).where(media.c.id == "m_old")
+        old = await db.query(lambda conn: conn.execute(read).scalar_one())
+        new = {"duration": 2.5, "has_video": True, "streams": [{"codec": "h264"}]}
+        write = media.update().where(media.c.id == "m_old").values(probe=new)
+        await db.transact(lambda conn: conn.execute(write))
+        stored = await db.query(lambda conn: conn.exec_driver_sql(
+            "SELECT probe FROM media WHERE id = 'm_old'").scalar_one())  # fmt: skip
+        return old, await db.query(lambda conn: conn.execute(read).scalar_one()), stored
+
+    old, new, stored = _run(database_url, scenario)
+    assert math.isnan(old["duration"]) and old["has_video"] is True
+    assert new == {"duration": 2.5, "has_video": True, "streams": [{"codec": "h264"}]}
+    assert json.loads(stored) == new  # what msgspec wrote is plain JSON to any reader
