@@ -100,16 +100,10 @@ def announce(board: BoardState, moves: list[Moved]) -> None:
 
 
 def record_event(
-    conn: Connection,
-    job_id: str,
-    from_state: str | None,
-    to_state: str,
-    *,
-    farmhand: str | None = None,
-    message: str = "",
-    at: float | None = None,
+    conn: Connection, job_id: str, from_state: str | None, to_state: str, **details: Any
 ) -> None:
-    conn.execute(_INSERT_EVENT, event_row(job_id, from_state, to_state, farmhand, message, at))
+    """One row of the job's history; ``details``: ``event_row``'s farmhand, message and at."""
+    conn.execute(_INSERT_EVENT, event_row(job_id, from_state, to_state, **details))
 
 
 def record_events(conn: Connection, rows: list[dict]) -> None:
@@ -122,6 +116,7 @@ def event_row(
     job_id: str,
     from_state: str | None,
     to_state: str,
+    *,
     farmhand: str | None = None,
     message: str = "",
     at: float | None = None,
