@@ -160,10 +160,10 @@ def _add_pieces(
         conn.execute(
             insert(job_media), [{"job_id": i, "media_id": m} for i in ids for m in media_ids]
         )
-    for piece_id in ids:
-        lifecycle.record_event(
-            conn, piece_id, None, "queued", message=f"a piece of job {job.id}", at=now
-        )
+    piece_of = f"a piece of job {job.id}"
+    lifecycle.record_events(
+        conn, [lifecycle.event_row(i, None, "queued", message=piece_of, at=now) for i in ids]
+    )
     return ids
 
 
